@@ -1,0 +1,120 @@
+"""The method interface the trainer talks to, and the plain-classifier base the baselines share."""
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nets import TargetNet
+from ..scenarios import Scenario
+
+log = logging.getLogger(__name__)
+
+
+class Method(nn.Module):
+    """A continual learner.
+
+    The trainer calls, per task: :meth:`begin_task`, then :meth:`step` on batches of the current
+    task (inputs, *local* labels), then :meth:`end_task`; after each task it scores every seen
+    task through :meth:`predict`. Methods list the scenarios they support in ``scenarios``.
+
+    ``predict(x, task_id)`` returns logits in the scenario's label space: the task's head (CL1,
+    ``task_id`` given), the shared head (CL2) or every class seen so far (CL3 / class-IL). A
+    method that infers the task fills the inferred task's block and leaves the rest at ``-inf``.
+    """
+
+    name: ClassVar[str] = "method"
+    scenarios: ClassVar[frozenset[str]] = frozenset({"cl1", "cl2", "cl3", "cil"})
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.n_seen = 0
+        self.current_task: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def setup(self, benchmark: Any, scenario: Scenario, device: torch.device, rng: torch.Generator) -> None:
+        """Build networks once the benchmark and scenario are known (called before training and before resume)."""
+        self.benchmark = benchmark
+        self.scenario = scenario
+        self.device = device
+        self.rng = rng
+
+    def begin_task(self, task: Any) -> None:
+        self.current_task = task.id
+        self.n_seen = task.id + 1
+
+    def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def end_task(self, task: Any) -> None:
+        pass
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def param_counts(self) -> dict[str, float]:
+        """``trainable`` (what the method learns and keeps), ``target`` (the weights of the nets it uses
+        to predict) and ``compression_ratio`` = trainable / target."""
+        raise NotImplementedError
+
+    def log_artifacts(self, tracker: Any, task: Any) -> None:
+        """Hook for method-specific artifacts after a task (e.g. replay sample grids)."""
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue after the current task (tensors and plain python only)."""
+        return {"module": self.state_dict(), "n_seen": self.n_seen}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.n_seen = int(state["n_seen"])
+        self.load_state_dict(state["module"])
+
+
+def make_optimizer(params, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Adam (default) or SGD from ``lr``, ``optimizer``, ``adam_beta1``, ``weight_decay`` keys."""
+    name = str(cfg.get("optimizer", "adam")).lower()
+    lr = float(cfg.get("lr", 1e-3))
+    wd = float(cfg.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(float(cfg.get("adam_beta1", 0.9)), 0.999), weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.0)), weight_decay=wd)
+    raise ValueError(f"unknown optimizer '{name}' (choose from adam, sgd)")
+
+
+def count(params) -> int:
+    return int(sum(p.numel() for p in params))
+
+
+class ClassifierMethod(Method):
+    """One ordinary classifier (its own weights) with the scenario's heads; baselines build on it."""
+
+    def setup(self, benchmark, scenario, device, rng) -> None:
+        super().setup(benchmark, scenario, device, rng)
+        net = self.cfg.get("net") or {}
+        self.net = TargetNet(
+            net.get("arch", "mlp"), benchmark.tasks[0].input_shape, scenario.n_outputs(),
+            hidden=net.get("hidden", (400, 400)), act=net.get("act", "relu"),
+        ).to(device)
+
+    def begin_task(self, task) -> None:
+        super().begin_task(task)
+        # A fresh optimizer per task (as in the papers' code) keeps checkpoints free of optimizer state.
+        self.opt = make_optimizer(self.net.parameters(), self.cfg)
+
+    def loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        logits = self.scenario.head(self.net(x), task_id, self.n_seen)
+        return F.cross_entropy(logits, self.scenario.target(y, task_id))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
+        return self.scenario.head(self.net(x), task_id, self.n_seen)
+
+    def param_counts(self) -> dict[str, float]:
+        n = count(self.net.parameters())
+        return {"trainable": n, "target": n, "compression_ratio": 1.0}

@@ -1,0 +1,83 @@
+"""Target networks: the papers' MLPs, ResNet-32 and the ZenkeNet, built from ``hypnettorch.mnets``.
+
+All of them take images as ``[B, C, H, W]`` float tensors; :class:`TargetNet` adapts that to
+hypnettorch's conventions (flat input for MLPs, flattened channels-last for its conv nets) and
+lets the same net run with its own weights or with weights handed in (e.g. from a hypernetwork).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return _ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation '{name}' (choose from {', '.join(_ACTIVATIONS)})") from None
+
+
+class TargetNet(nn.Module):
+    """A hypnettorch main network behind a ``[B, C, H, W] -> logits`` interface.
+
+    ``no_weights=True`` builds the net without parameters of its own: pass ``weights`` (a list
+    of tensors in ``param_shapes`` order) to :meth:`forward`.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        input_shape: Sequence[int],
+        n_out: int,
+        *,
+        hidden: Sequence[int] = (400, 400),
+        act: str = "relu",
+        no_weights: bool = False,
+        batch_norm: bool = True,
+        dropout: float = -1,
+    ) -> None:
+        super().__init__()
+        from hypnettorch import mnets
+
+        self.arch = arch.lower()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        c, h, w = self.input_shape
+        if self.arch == "mlp":
+            self.net = mnets.MLP(
+                n_in=c * h * w, n_out=n_out, hidden_layers=tuple(hidden), activation_fn=activation(act),
+                no_weights=no_weights, dropout_rate=dropout, verbose=False,
+            )
+        elif self.arch == "resnet32":
+            self.net = mnets.ResNet(
+                in_shape=(h, w, c), num_classes=n_out, n=5, no_weights=no_weights,
+                use_batch_norm=batch_norm, bn_track_stats=True, verbose=False,
+            )
+        elif self.arch == "zenke":
+            self.net = mnets.ZenkeNet(in_shape=(h, w, c), num_classes=n_out, arch="cifar", no_weights=no_weights,
+                                      verbose=False)
+        else:
+            raise ValueError(f"unknown target net '{arch}' (choose from mlp, resnet32, zenke)")
+        self.n_out = n_out
+
+    @property
+    def param_shapes(self) -> list[list[int]]:
+        """Shapes of every weight the net needs (generated or its own)."""
+        return [list(s) for s in self.net.param_shapes]
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(torch.Size(s).numel() for s in self.param_shapes))
+
+    def forward(self, x: Tensor, weights: Sequence[Tensor] | None = None) -> Tensor:
+        if self.arch == "mlp":
+            x = x.flatten(1)
+        else:  # hypnettorch conv nets read flattened channels-last images
+            x = x.permute(0, 2, 3, 1).flatten(1)
+        return self.net.forward(x, weights=None if weights is None else list(weights))

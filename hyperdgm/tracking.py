@@ -1,0 +1,163 @@
+"""Experiment tracking: MLflow (default) or nothing.
+
+One MLflow experiment per benchmark; params are the flattened config; metrics per task;
+artifacts are the resolved config, the accuracy matrix (CSV + heatmap) and whatever a method
+adds (e.g. replay sample grids). A crashed run is marked FAILED with its error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``; lists become their string form."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _abs_sqlite(uri: str) -> str:
+    """Make a relative ``sqlite:///path`` absolute so the store does not depend on the cwd."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return uri
+
+
+class Tracker:
+    """No-op tracker; the interface every tracker implements."""
+
+    run_id: str | None = None
+
+    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: str | os.PathLike, subdir: str | None = None) -> None: ...
+
+    def log_text(self, text: str, name: str) -> None: ...
+
+    def log_figure(self, fig: Any, name: str) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def finish(self, error: BaseException | None = None) -> None: ...
+
+
+class MLflowTracker(Tracker):
+    """Tracks into an MLflow store; ``uri`` may be any tracking URI (sqlite file, remote server)."""
+
+    def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = "runs/mlartifacts") -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        self.uri = _abs_sqlite(uri)
+        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        self.run_id = None
+
+    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+        mlflow = self._mlflow
+        mlflow.set_tracking_uri(self.uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            loc = (self.artifact_root / experiment).as_uri() if self.artifact_root and self.uri.startswith("sqlite") else None
+            mlflow.create_experiment(experiment, artifact_location=loc)
+        mlflow.set_experiment(experiment)
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+        self.run_id = run.info.run_id
+        if run_id is None:
+            flat = flatten(params)
+            items = sorted(flat.items())
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+                mlflow.log_params(dict(items[i : i + 100]))
+        log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, experiment, self.uri)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
+        if clean:
+            self._mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: str | os.PathLike, subdir: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._mlflow.log_text(text, name)
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        self._mlflow.log_figure(fig, name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._mlflow.set_tags(dict(tags))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        mlflow = self._mlflow
+        if mlflow.active_run() is None:
+            return
+        if error is None:
+            mlflow.end_run(status="FINISHED")
+            return
+        msg = f"{type(error).__name__}: {error}"
+        try:
+            mlflow.set_tag("error", msg[:5000])
+            mlflow.log_text("".join(traceback.format_exception(error)), "error.txt")
+        finally:
+            mlflow.end_run(status="FAILED")
+
+
+def build_tracker(cfg: Mapping[str, Any] | None) -> Tracker:
+    """``tracking.backend``: ``mlflow`` (default) or ``none``."""
+    if not cfg or cfg.get("backend", "mlflow") in ("none", None, False):
+        return Tracker()
+    if cfg.get("backend", "mlflow") != "mlflow":
+        raise ValueError(f"unknown tracking backend '{cfg.get('backend')}' (choose from mlflow, none)")
+    return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root", "runs/mlartifacts"))
+
+
+def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tracker, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write the accuracy matrix as CSV and a heatmap PNG, log both, return the CSV path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp())
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "accuracy_matrix.csv"
+    n = R.shape[0]
+    header = "after_task," + ",".join(f"task_{j}" for j in range(n))
+    rows = [f"{i}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in R[i]) for i in range(n)]
+    csv.write_text(header + "\n" + "\n".join(rows) + "\n")
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
+    im = ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=100, cmap="viridis")
+    for i in range(n):
+        for j in range(n):
+            if not np.isnan(R[i, j]):
+                ax.text(j, i, f"{R[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if R[i, j] < 60 else "black")
+    ax.set_xlabel("evaluated task")
+    ax.set_ylabel("after training task")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_title("test accuracy (%)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    png = out / "accuracy_matrix.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    tracker.log_artifact(csv)
+    tracker.log_artifact(png)
+    return csv
