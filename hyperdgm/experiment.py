@@ -46,12 +46,15 @@ def method_config(cfg: DictConfig) -> dict[str, Any]:
 def run_experiment(cfg: DictConfig, run_dir: str | Path) -> Result:
     """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``."""
     run_dir = Path(run_dir)
-    if cfg.get("resume"):
+    resuming = bool(cfg.get("resume"))
+    if resuming:
         resume_dir = Path(str(cfg.resume)).expanduser().resolve()
         saved = resume_dir / ".hydra" / "config.yaml"
         if not saved.exists():
             raise FileNotFoundError(f"cannot resume: {saved} not found (resume= must be a previous run dir)")
+        stop_after = cfg.trainer.get("stop_after")
         cfg = OmegaConf.load(saved)
+        cfg.trainer.stop_after = stop_after  # the resuming command decides where to stop
         run_dir = resume_dir
         log.info("resuming %s with its saved config", resume_dir)
     if cfg.get("threads"):
@@ -72,7 +75,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> Result:
     trainer = Trainer(method, bench, scenario, tracker=tracker, cfg=OmegaConf.to_container(cfg.trainer, resolve=True),
                       run_dir=run_dir, seed=seed, device=device)
     run_id = None
-    if cfg.get("resume"):
+    if resuming:
         ckpt = Trainer.latest_checkpoint(run_dir)
         if ckpt is None:
             log.warning("no checkpoint in %s: starting from the first task", run_dir)

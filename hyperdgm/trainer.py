@@ -36,6 +36,7 @@ class TrainerConfig:
     log_every: int = 200
     progress: bool = True
     checkpoint: bool = True
+    stop_after: int | None = None  # stop (checkpointed) after this many tasks; `resume=` continues
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "TrainerConfig":
@@ -191,7 +192,8 @@ class Trainer:
 
     def fit(self) -> Result:
         bench = self.benchmark
-        for task in bench.tasks[self.start_task :]:
+        end = bench.n_tasks if not self.cfg.stop_after else min(bench.n_tasks, int(self.cfg.stop_after))
+        for task in bench.tasks[self.start_task : end]:
             t0 = time.perf_counter()
             self.train_task(task)
             self.task_times.append(time.perf_counter() - t0)
@@ -209,6 +211,10 @@ class Trainer:
             self.tracker.log_metrics(row, step=task.id)
             self.method.log_artifacts(self.tracker, task)
             self.save_checkpoint(task.id)
+        if end < bench.n_tasks:
+            log.info("stopped after task %d of %d as asked; continue with resume=%s", end, bench.n_tasks, self.run_dir)
+            return Result(self.R, metrics.summary(self.R, self.test_sizes, after=end - 1), list(self.task_times),
+                          self.method.param_counts(), self.tracker.run_id, {"stopped": True})
         return self.finish()
 
     def finish(self) -> Result:

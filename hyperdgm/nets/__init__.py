@@ -7,12 +7,16 @@ lets the same net run with its own weights or with weights handed in (e.g. from 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
+
+# hypnettorch's own forward passes read a deprecated attribute on every call; silence that one warning.
+warnings.filterwarnings("ignore", message='Use attribute "internal_params"', category=DeprecationWarning)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 

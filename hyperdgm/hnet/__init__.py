@@ -1,0 +1,5 @@
+"""Hypernetwork core: task-conditioned weight generator and its output regulariser."""
+from .generator import WeightGenerator
+from .regularizer import OutputRegularizer, adam_lookahead, trainable_parameters
+
+__all__ = ["WeightGenerator", "OutputRegularizer", "adam_lookahead", "trainable_parameters"]

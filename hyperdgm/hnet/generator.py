@@ -1,0 +1,289 @@
+"""Task-conditioned (chunked) hypernetwork generating all weights of one or several target nets.
+
+Re-implements the hypernetwork of von Oswald et al., "Continual learning with hypernetworks"
+(ICLR 2020) on top of hypnettorch's ``HMLP`` / ``ChunkedHMLP``. The task embeddings are kept
+here (a growing ``nn.ParameterList``) and fed to the hypnettorch net through ``cond_input``;
+chunk embeddings are unconditional and therefore shared by all tasks.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hypnettorch.hnets import HMLP, ChunkedHMLP
+from hypnettorch.mnets.mnet_interface import MainNetInterface
+
+__all__ = ["WeightGenerator"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+_FORMAT = "hyperdgm.WeightGenerator"
+
+Shape = list[int]
+
+
+def _is_shape(x: Any) -> bool:
+    return isinstance(x, (list, tuple, torch.Size)) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in x
+    )
+
+
+def _target_spec(target: Any) -> tuple[list[Shape], list[str] | None]:
+    """Shapes (and parameter names for plain modules) of one target."""
+    if isinstance(target, MainNetInterface):
+        shapes = target.hyper_shapes_learned
+        if shapes is None:
+            shapes = target.param_shapes
+        return [list(map(int, s)) for s in shapes], None
+    if isinstance(target, nn.Module):
+        named = list(target.named_parameters())
+        if not named:
+            raise ValueError("target module has no parameters")
+        return [list(p.shape) for _, p in named], [n for n, _ in named]
+    if isinstance(target, (list, tuple)) and len(target) > 0 and all(_is_shape(s) for s in target):
+        return [list(map(int, s)) for s in target], None
+    raise TypeError(f"unsupported target: {type(target).__name__}")
+
+
+def _split_targets(targets: Any) -> list[Any]:
+    """Normalise ``targets`` (single target or list of targets) to a list of targets."""
+    if isinstance(targets, (MainNetInterface, nn.Module)):
+        return [targets]
+    if isinstance(targets, (list, tuple)) and len(targets) > 0:
+        if all(_is_shape(s) for s in targets):  # one target given as list of shapes
+            return [targets]
+        return list(targets)
+    raise TypeError("targets must be a target or a non-empty list of targets")
+
+
+class WeightGenerator(nn.Module):
+    """Task-conditioned (chunked) hypernetwork that generates every parameter of one or several target nets.
+
+    Args:
+        targets: one target or a list of targets. A target is a hypnettorch ``MainNetInterface``
+            built with ``no_weights=True`` (its ``hyper_shapes_learned``/``param_shapes`` are
+            used), a plain ``nn.Module`` (shapes of ``named_parameters()``, in order; run it with
+            :meth:`functional`), or a list of shapes.
+        task_emb_size: size of each task embedding (``cond_input`` of the hypnettorch net).
+        chunk_size: outputs per chunk; ``None`` or ``0`` gives a full (unchunked) ``HMLP``.
+        chunk_emb_size: size of the (task-shared) chunk embeddings.
+        hidden: hidden layer sizes of the hypernetwork.
+        activation: ``relu`` | ``elu`` | ``sigmoid`` | ``tanh``.
+        emb_init_std: task embeddings are drawn from ``N(0, emb_init_std**2)``.
+        n_tasks: number of task embeddings to create right away.
+        use_bias: biases in the hypernetwork layers.
+    """
+
+    def __init__(
+        self,
+        targets: Any,
+        *,
+        task_emb_size: int = 32,
+        chunk_size: int | None = 4000,
+        chunk_emb_size: int = 32,
+        hidden: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        emb_init_std: float = 1.0,
+        n_tasks: int = 0,
+        use_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}")
+        if task_emb_size <= 0:
+            raise ValueError("task_emb_size must be positive")
+        specs = [_target_spec(t) for t in _split_targets(targets)]
+        self._target_shapes: list[list[Shape]] = [s for s, _ in specs]
+        self._target_names: list[list[str] | None] = [n for _, n in specs]
+        self._single = len(specs) == 1
+        self._config: dict[str, Any] = dict(
+            task_emb_size=int(task_emb_size),
+            chunk_size=int(chunk_size) if chunk_size else None,
+            chunk_emb_size=int(chunk_emb_size),
+            hidden=[int(h) for h in hidden],
+            activation=str(activation),
+            emb_init_std=float(emb_init_std),
+            use_bias=bool(use_bias),
+        )
+        all_shapes = [s for shapes in self._target_shapes for s in shapes]
+        self._sizes = [math.prod(s) for s in all_shapes]
+        self._target_sizes = [sum(math.prod(s) for s in shapes) for shapes in self._target_shapes]
+        self.n_target_params = sum(self._sizes)
+        common = dict(
+            cond_in_size=int(task_emb_size), layers=[int(h) for h in hidden], verbose=False,
+            activation_fn=_ACTIVATIONS[activation](), use_bias=bool(use_bias),
+            no_uncond_weights=False, no_cond_weights=True, num_cond_embs=0,
+        )
+        if chunk_size:
+            self.hnet = ChunkedHMLP(all_shapes, chunk_size=int(chunk_size),
+                                    chunk_emb_size=int(chunk_emb_size), uncond_in_size=0, **common)
+        else:
+            self.hnet = HMLP(all_shapes, uncond_in_size=0, **common)
+        self.task_embs = nn.ParameterList()
+        for _ in range(int(n_tasks)):
+            self.add_task()
+
+    # ------------------------------------------------------------------ tasks
+    @property
+    def n_tasks(self) -> int:
+        """Number of task embeddings."""
+        return len(self.task_embs)
+
+    @property
+    def task_emb_size(self) -> int:
+        return self._config["task_emb_size"]
+
+    @property
+    def target_shapes(self) -> list[list[Shape]]:
+        """Per-target list of generated parameter shapes."""
+        return [list(map(list, s)) for s in self._target_shapes]
+
+    def add_task(self) -> int:
+        """Append a new task embedding ~ N(0, emb_init_std) and return its id."""
+        ref = next(self.hnet.parameters())
+        emb = torch.randn(self.task_emb_size, device=ref.device, dtype=ref.dtype)
+        self.task_embs.append(nn.Parameter(emb * self._config["emb_init_std"]))
+        return len(self.task_embs) - 1
+
+    def task_embedding(self, i: int) -> nn.Parameter:
+        """The embedding parameter of task ``i``."""
+        return self.task_embs[i]
+
+    def hnet_parameters(self) -> list[nn.Parameter]:
+        """Hypernetwork weights incl. chunk embeddings (no task embeddings); order used by ``delta``."""
+        return list(self.hnet.internal_params)
+
+    # --------------------------------------------------------------- forward
+    def _embeddings(self, task_ids: Sequence[int] | Tensor) -> Tensor:
+        if isinstance(task_ids, Tensor):
+            if self.n_tasks == 0:
+                raise IndexError("no task embeddings")
+            all_embs = torch.stack(list(self.task_embs))
+            return all_embs.index_select(0, task_ids.reshape(-1).to(all_embs.device, torch.long))
+        ids = [int(i) for i in task_ids]
+        for i in ids:
+            if not 0 <= i < self.n_tasks:
+                raise IndexError(f"task id {i} out of range (n_tasks={self.n_tasks})")
+        return torch.stack([self.task_embs[i] for i in ids])
+
+    def flat(
+        self,
+        task_ids: Sequence[int] | Tensor | None,
+        *,
+        delta: Sequence[Tensor] | None = None,
+        embeddings: Tensor | None = None,
+    ) -> Tensor:
+        """Flattened generated weights ``[n, n_target_params]`` of several tasks in one batched call.
+
+        Args:
+            task_ids: tasks whose stored embeddings are used (ignored if ``embeddings`` is given).
+            delta: one tensor per entry of :meth:`hnet_parameters`; the hypernetwork is evaluated
+                at ``theta + delta`` (lookahead).
+            embeddings: ``[n, task_emb_size]`` (or 1-D) embeddings overriding the stored ones.
+        """
+        if embeddings is not None:
+            cond = embeddings.reshape(-1, self.task_emb_size)
+        else:
+            if task_ids is None:
+                raise ValueError("either task_ids or embeddings is required")
+            cond = self._embeddings(task_ids)
+        weights = None
+        if delta is not None:
+            params = self.hnet_parameters()
+            if len(delta) != len(params):
+                raise ValueError(f"delta has {len(delta)} entries, expected {len(params)}")
+            weights = [p + d for p, d in zip(params, delta)]
+        return self.hnet.forward(cond_input=cond, weights=weights, ret_format="flattened")
+
+    def split(self, flat_row: Tensor) -> list[Tensor] | list[list[Tensor]]:
+        """Unflatten one row of :meth:`flat` into per-target lists of tensors (a single list if one target)."""
+        flat_row = flat_row.reshape(-1)
+        chunks = torch.split(flat_row, self._sizes)
+        out: list[list[Tensor]] = []
+        k = 0
+        for shapes in self._target_shapes:
+            out.append([chunks[k + j].view(s) for j, s in enumerate(shapes)])
+            k += len(shapes)
+        return out[0] if self._single else out
+
+    def forward(self, task_id: int) -> list[Tensor] | list[list[Tensor]]:
+        """Generated weights of task ``task_id`` (list per target if several targets)."""
+        return self.split(self.flat([task_id])[0])
+
+    def functional(self, module: nn.Module, task_id: int, *args: Any, weights: Sequence[Tensor] | None = None,
+                   target_index: int = 0, **kwargs: Any) -> Any:
+        """Run a plain ``nn.Module`` with generated weights via ``torch.func.functional_call``.
+
+        The module's own parameters are ignored (replaced by generated ones, matched in
+        ``named_parameters()`` order); its buffers (e.g. BN running stats) are used as they are.
+        ``weights`` (a list of tensors for this target) skips the hypernetwork call.
+        """
+        if weights is None:
+            gen = self.forward(task_id)
+            weights = gen if self._single else gen[target_index]
+        names = [n for n, _ in module.named_parameters()]
+        if len(names) != len(weights):
+            raise ValueError(f"module has {len(names)} parameters, got {len(weights)} generated tensors")
+        return torch.func.functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
+
+    # ---------------------------------------------------------------- misc
+    def param_counts(self) -> dict[str, float]:
+        """Parameter counts and compression ratios (``hnet``/``target``, ``(hnet+task_embeddings)``/``target``)."""
+        hnet = sum(p.numel() for p in self.hnet_parameters())
+        embs = sum(p.numel() for p in self.task_embs)
+        target = self.n_target_params
+        return {
+            "hnet": hnet,
+            "task_embeddings": embs,
+            "target": target,
+            "per_target": list(self._target_sizes),
+            "compression_ratio": hnet / target,
+            "compression_ratio_with_embeddings": (hnet + embs) / target,
+        }
+
+    def frozen_copy(self) -> "WeightGenerator":
+        """Deep copy with ``requires_grad=False`` everywhere, in eval mode (e.g. online regularisation targets)."""
+        c = copy.deepcopy(self)
+        for p in c.parameters():
+            p.grad = None
+            p.requires_grad_(False)
+        return c.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed description + state_dict (loadable with ``torch.load(weights_only=True)``)."""
+        return {
+            "format": _FORMAT,
+            "version": 1,
+            "kwargs": dict(self._config),
+            "target_shapes": self.target_shapes,
+            "target_names": [None if n is None else list(n) for n in self._target_names],
+            "n_tasks": self.n_tasks,
+            "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], map_location: Any = None) -> "WeightGenerator":
+        """Rebuild a generator from :meth:`to_dict` output."""
+        if d.get("format") != _FORMAT:
+            raise ValueError("not a WeightGenerator checkpoint")
+        shapes = d["target_shapes"]
+        gen = cls(shapes if len(shapes) > 1 else shapes[0], n_tasks=int(d["n_tasks"]), **d["kwargs"])
+        gen._target_names = [None if n is None else list(n) for n in d["target_names"]]
+        gen.load_state_dict(d["state_dict"])
+        if isinstance(map_location, (str, torch.device)):
+            gen.to(map_location)
+        return gen
+
+    def save(self, path: str) -> None:
+        """Save to ``path`` (torch.save of a plain dict). Shapes and config are stored: ``load`` needs nothing else."""
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str, map_location: Any = None) -> "WeightGenerator":
+        """Load a generator written by :meth:`save` (``weights_only=True``)."""
+        d = torch.load(path, map_location=map_location, weights_only=True)
+        return cls.from_dict(d, map_location=map_location)

@@ -1,0 +1,30 @@
+"""Config helpers for the tests: the real Hydra config, shrunk to a few seconds of work."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+QUICK = [
+    "benchmark.n_tasks=3",
+    "benchmark.train_limit=600",
+    "benchmark.test_limit=300",
+    "benchmark.net.hidden=[64]",
+    "trainer.iters_per_task=60",
+    "trainer.batch_size=64",
+    "trainer.log_every=20",
+    "trainer.progress=false",
+    "threads=1",
+]
+
+
+def quick_cfg(data_root: Path, tmp_path: Path, *overrides: str):
+    """Compose conf/ with the quick settings, a tmp MLflow store and the real data root."""
+    store = [] if "tracking=none" in overrides else [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/mlartifacts",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose("config", overrides=[*QUICK, f"data_root={data_root}", *store, *overrides])

@@ -1,0 +1,285 @@
+"""Tests of the hypernetwork core (hyperdgm.hnet)."""
+from __future__ import annotations
+
+import copy
+import gzip
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hypnettorch.mnets import MLP
+from hyperdgm.hnet import OutputRegularizer, WeightGenerator, adam_lookahead, trainable_parameters
+
+MNIST_ROOT = Path("/work/shared/data/MNIST")
+
+
+def _tiny(n_tasks: int = 3, seed: int = 0) -> WeightGenerator:
+    torch.manual_seed(seed)
+    return WeightGenerator([[3, 2], [3]], chunk_size=None, hidden=(8,), task_emb_size=4, n_tasks=n_tasks)
+
+
+def _hand_penalty(gen: WeightGenerator, targets: torch.Tensor, beta: float, ids: list[int]) -> torch.Tensor:
+    """beta/|ids| * sum_k ||gen(k) - W_k*||^2 using one unbatched forward per task."""
+    total = torch.zeros(())
+    for k in ids:
+        w = torch.cat([t.reshape(-1) for t in gen(k)])
+        total = total + ((w - targets[k]) ** 2).sum()
+    return beta / len(ids) * total
+
+
+def test_regularizer_matches_hand_computation():
+    gen = _tiny(n_tasks=2)
+    reg = OutputRegularizer(0.3)
+    reg.begin_task(gen)  # tasks 0, 1 are past
+    gen.add_task()
+    assert reg.n_past == 2
+    torch.manual_seed(1)
+    known = torch.randn(2, 9)
+    reg.targets = known.clone()
+    got = reg.penalty(gen)
+    assert got.dim() == 0
+    torch.testing.assert_close(got, _hand_penalty(gen, known, 0.3, [0, 1]))
+    # explicit formula beta/(t-1) * sum of squared differences, all written out
+    w0 = torch.cat([gen(0)[0].reshape(-1), gen(0)[1]])
+    w1 = torch.cat([gen(1)[0].reshape(-1), gen(1)[1]])
+    manual = 0.3 / 2 * (((w0 - known[0]) ** 2).sum() + ((w1 - known[1]) ** 2).sum())
+    torch.testing.assert_close(got, manual)
+    # lookahead: evaluated at theta + delta == a copy whose weights were shifted by delta
+    delta = [0.1 * torch.randn_like(p) for p in gen.hnet_parameters()]
+    shifted = copy.deepcopy(gen)
+    with torch.no_grad():
+        for p, d in zip(shifted.hnet_parameters(), delta):
+            p.add_(d)
+    torch.testing.assert_close(reg.penalty(gen, delta=delta), _hand_penalty(shifted, known, 0.3, [0, 1]))
+    assert not torch.allclose(reg.penalty(gen, delta=delta), got)
+    # right after the snapshot the penalty is zero; with no past tasks it is 0.
+    reg.begin_task(gen, current_task=2)
+    assert reg.penalty(gen).abs().item() < 1e-10
+    first = OutputRegularizer(1.0)
+    first.begin_task(_tiny(n_tasks=0))
+    assert first.penalty(_tiny(n_tasks=1)).item() == 0.0
+
+
+def test_subsampled_penalty_is_unbiased():
+    gen = _tiny(n_tasks=5)
+    torch.manual_seed(3)
+    known = torch.randn(5, 9)
+    full = OutputRegularizer(0.7)
+    sub = OutputRegularizer(0.7, tasks_per_step=2)
+    for r in (full, sub):
+        r.begin_task(gen)
+        r.targets = known.clone()
+    full_val = full.penalty(gen)
+    per_subset = torch.stack([_hand_penalty(gen, known, 0.7, list(s)) for s in itertools.combinations(range(5), 2)])
+    torch.testing.assert_close(per_subset.mean(), full_val)  # exact expectation over all subsets
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        draws = torch.stack([sub.penalty(gen, generator=g) for _ in range(2000)])
+    # every draw is exactly one of the subset values, and all subsets occur
+    dist = (draws[:, None] - per_subset[None, :]).abs()
+    assert dist.min(dim=1).values.max().item() < 1e-5 * full_val.item()
+    assert len(set(dist.argmin(dim=1).tolist())) == 10
+    assert abs(draws.mean().item() - full_val.item()) < 0.02 * full_val.item()
+
+
+def test_online_targets_equal_stored_targets():
+    gen = _tiny(n_tasks=4)
+    stored = OutputRegularizer(0.5)
+    online = OutputRegularizer(0.5, online_targets=True)
+    stored.begin_task(gen)
+    online.begin_task(gen)
+    assert online.targets is None and online.frozen is not None
+    cur = gen.add_task()
+    opt = torch.optim.Adam(trainable_parameters(gen, cur), lr=1e-2)
+    for _ in range(5):  # move the generator so the penalty is non-zero
+        opt.zero_grad()
+        torch.cat([w.reshape(-1) for w in gen(cur)]).pow(2).sum().backward()
+        opt.step()
+    a, b = stored.penalty(gen), online.penalty(gen)
+    assert a.item() > 1e-4
+    torch.testing.assert_close(a, b)
+    delta = [0.05 * torch.randn_like(p) for p in gen.hnet_parameters()]
+    torch.testing.assert_close(stored.penalty(gen, delta=delta), online.penalty(gen, delta=delta))
+    stored.tasks_per_step = online.tasks_per_step = 2
+    for seed in range(3):
+        torch.testing.assert_close(stored.penalty(gen, generator=torch.Generator().manual_seed(seed)),
+                                   online.penalty(gen, generator=torch.Generator().manual_seed(seed)))
+    # round trip through state_dict keeps the online targets
+    online.tasks_per_step = None
+    restored = OutputRegularizer(0.0)
+    restored.load_state_dict(online.state_dict())
+    torch.testing.assert_close(restored.penalty(gen), b)
+
+
+def _teacher_data(seed: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=g)
+    w = torch.randn(20, generator=g)
+    return x, (x @ w > 0).long()
+
+
+def _continual_drift(beta: float) -> tuple[float, float]:
+    """Train task 0, then task 1 with the output regulariser; return (relative drift of W_0, task-0 acc)."""
+    torch.manual_seed(0)
+    mnet = MLP(n_in=20, n_out=2, hidden_layers=(20,), no_weights=True, verbose=False)
+    gen = WeightGenerator(mnet, chunk_size=200, chunk_emb_size=8, hidden=(32, 32), task_emb_size=8)
+    reg = OutputRegularizer(beta, lookahead=True)
+    data = [_teacher_data(1), _teacher_data(2)]
+    for task, (x, y) in enumerate(data):
+        reg.begin_task(gen)
+        if task == 1:
+            w0_star = gen.flat([0]).detach().clone()
+        tid = gen.add_task()
+        opt = torch.optim.Adam(trainable_parameters(gen, tid), lr=1e-3)
+        for _ in range(100):
+            opt.zero_grad()
+            F.cross_entropy(mnet.forward(x, weights=gen(tid)), y).backward()
+            if reg.n_past:
+                delta = adam_lookahead(opt, gen.hnet_parameters())
+                reg.penalty(gen, delta=delta).backward()
+            opt.step()
+    with torch.no_grad():
+        w0 = gen.flat([0])
+        x0, y0 = data[0]
+        acc0 = (mnet.forward(x0, weights=gen(0)).argmax(1) == y0).float().mean().item()
+    return ((w0 - w0_star).norm() / w0_star.norm()).item(), acc0
+
+
+def test_regularizer_protects_previous_task_weights():
+    drift_reg, acc_reg = _continual_drift(0.05)
+    drift_free, _ = _continual_drift(0.0)
+    assert drift_free > 0.1, drift_free  # without protection task-0 weights move a lot
+    assert drift_reg < 0.02, drift_reg
+    assert drift_reg < 0.05 * drift_free
+    assert acc_reg > 0.85
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.Adam(p, lr=1e-2),
+    lambda p: torch.optim.Adam(p, lr=3e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=1e-2, amsgrad=True),
+    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+])
+def test_adam_lookahead_equals_actual_step(make_opt):
+    gen = _tiny(n_tasks=1)
+    params = trainable_parameters(gen, 0)
+    opt = make_opt(params)
+    for it in range(4):  # step 1 checks the empty-state case, later ones use the state
+        opt.zero_grad()
+        (torch.cat([w.reshape(-1) for w in gen(0)]) - 1.0).pow(2).sum().backward()
+        pred = adam_lookahead(opt, params)
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        for p, b, d in zip(params, before, pred):
+            assert not d.requires_grad
+            torch.testing.assert_close(p.detach() - b, d, rtol=1e-4, atol=1e-7)
+        assert sum(d.abs().sum().item() for d in pred) > 0
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from hyperdgm.data.readers import read_mnist
+    except ImportError:
+        read_mnist = None
+    if read_mnist is not None:
+        x, y = read_mnist(MNIST_ROOT.parent, train)
+        return torch.as_tensor(x), torch.as_tensor(y)
+    pre = "train" if train else "t10k"
+    x = _read_idx(MNIST_ROOT / "raw" / f"{pre}-images-idx3-ubyte.gz")
+    y = _read_idx(MNIST_ROOT / "raw" / f"{pre}-labels-idx1-ubyte.gz")
+    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def _two_digits(train: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _mnist(train)
+    keep = (y == 3) | (y == 5)
+    x, y = x[keep][:n].float() / 255.0, (y[keep][:n] == 5).long()
+    return x, y
+
+
+@pytest.mark.skipif(not (MNIST_ROOT / "raw").exists(), reason="MNIST not available")
+def test_plain_module_on_mnist_through_functional():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 2))
+    gen = WeightGenerator(net, chunk_size=1000, chunk_emb_size=16, hidden=(32, 32), task_emb_size=16)
+    gen.add_task()
+    tid = gen.add_task()  # train task 1; task 0's embedding must receive no gradient
+    xtr, ytr = _two_digits(True, 1000)
+    xte, yte = _two_digits(False, 1000)
+    opt = torch.optim.Adam(trainable_parameters(gen, tid), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(150):
+        idx = torch.randint(0, len(xtr), (64,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(gen.functional(net, tid, xtr[idx]), ytr[idx]).backward()
+        if step == 0:
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.hnet_parameters())
+            assert gen.task_embedding(tid).grad.abs().sum() > 0
+            assert gen.task_embedding(0).grad is None
+            assert all(p.grad is None for p in net.parameters())  # module's own params unused
+        opt.step()
+    with torch.no_grad():
+        acc = (gen.functional(net, tid, xte).argmax(1) == yte).float().mean().item()
+    assert acc > 0.9, acc
+
+
+def test_two_targets_split_and_param_counts():
+    torch.manual_seed(0)
+    mnet = MLP(n_in=5, n_out=3, hidden_layers=(4,), no_weights=True, verbose=False)
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    gen = WeightGenerator([mnet, conv], chunk_size=50, chunk_emb_size=8, hidden=(16,), task_emb_size=6, n_tasks=2)
+    conv_shapes = [list(p.shape) for p in conv.parameters()]
+    assert gen.target_shapes == [[list(s) for s in mnet.param_shapes], conv_shapes]
+    row = gen.flat([1])[0]
+    n_mnet = sum(math.prod(s) for s in mnet.param_shapes)
+    n_conv = sum(p.numel() for p in conv.parameters())
+    assert row.numel() == n_mnet + n_conv
+    w_mnet, w_conv = gen.split(row)
+    assert [list(w.shape) for w in w_mnet] == [list(s) for s in mnet.param_shapes]
+    assert [list(w.shape) for w in w_conv] == conv_shapes
+    torch.testing.assert_close(torch.cat([w.reshape(-1) for w in w_mnet]), row[:n_mnet])
+    torch.testing.assert_close(torch.cat([w.reshape(-1) for w in w_conv]), row[n_mnet:])
+    fw = gen(1)
+    for a, b in zip(fw[0] + fw[1], w_mnet + w_conv):
+        torch.testing.assert_close(a, b)
+    assert mnet.forward(torch.randn(7, 5), weights=fw[0]).shape == (7, 3)
+    assert gen.functional(conv, 1, torch.randn(7, 2, 6, 6), target_index=1).shape == (7, 2)
+    counts = gen.param_counts()
+    n_hnet = sum(p.numel() for p in gen.hnet.parameters())  # unique params incl. chunk embeddings
+    assert counts["hnet"] == n_hnet and counts["target"] == n_mnet + n_conv
+    assert counts["task_embeddings"] == 2 * 6
+    assert counts["compression_ratio"] == n_hnet / (n_mnet + n_conv)
+    assert counts["compression_ratio_with_embeddings"] == (n_hnet + 12) / (n_mnet + n_conv)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    gen = WeightGenerator(net, chunk_size=16, chunk_emb_size=4, hidden=(10, 10), task_emb_size=5,
+                          activation="elu", n_tasks=3)
+    path = tmp_path / "gen.pt"
+    gen.save(str(path))
+    raw = torch.load(path, weights_only=True)
+    assert raw["n_tasks"] == 3 and raw["kwargs"]["activation"] == "elu"
+    loaded = WeightGenerator.load(str(path))
+    assert loaded.n_tasks == 3 and loaded.target_shapes == gen.target_shapes
+    assert torch.equal(loaded.flat([0, 1, 2]), gen.flat([0, 1, 2]))
+    x = torch.randn(3, 4)
+    assert torch.equal(loaded.functional(net, 2, x), gen.functional(net, 2, x))
+    fresh = WeightGenerator(net, chunk_size=16, chunk_emb_size=4, hidden=(10, 10), task_emb_size=5,
+                            activation="elu", n_tasks=3)
+    assert not torch.equal(fresh.flat([0]), gen.flat([0]))  # the comparison above is not trivial
