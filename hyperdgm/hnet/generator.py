@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypnettorch.hnets import HMLP, ChunkedHMLP
@@ -123,9 +124,28 @@ class WeightGenerator(nn.Module):
                                     chunk_emb_size=int(chunk_emb_size), uncond_in_size=0, **common)
         else:
             self.hnet = HMLP(all_shapes, uncond_in_size=0, **common)
+        self._init_weights()
         self.task_embs = nn.ParameterList()
         for _ in range(int(n_tasks)):
             self.add_task()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """As the reference code: Xavier-uniform weight matrices, zero biases, chunk embeddings N(0, 1).
+
+        hypnettorch's default (PyTorch's Linear init) makes the generated weights an order of magnitude
+        larger than a sensible target-net initialisation.
+        """
+        params = list(self.hnet.internal_params)
+        cemb = getattr(self.hnet, "_cemb_shape", None)  # ChunkedHMLP keeps its chunk embeddings last
+        chunk_embs = {id(params[-1])} if cemb is not None and list(params[-1].shape) == list(cemb) else set()
+        for p in params:
+            if id(p) in chunk_embs:
+                nn.init.normal_(p, 0.0, 1.0)
+            elif p.dim() >= 2:
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
 
     # ------------------------------------------------------------------ tasks
     @property
@@ -191,13 +211,83 @@ class WeightGenerator(nn.Module):
             if task_ids is None:
                 raise ValueError("either task_ids or embeddings is required")
             cond = self._embeddings(task_ids)
-        weights = None
-        if delta is not None:
-            params = self.hnet_parameters()
-            if len(delta) != len(params):
-                raise ValueError(f"delta has {len(delta)} entries, expected {len(params)}")
-            weights = [p + d for p, d in zip(params, delta)]
-        return self.hnet.forward(cond_input=cond, weights=weights, ret_format="flattened")
+        hidden = self.hidden_features(cond, delta=delta)
+        weight, bias = self.output_layer(delta)
+        out = F.linear(hidden, weight, bias)  # [n, chunks, chunk_size]
+        return out.reshape(out.shape[0], -1)[:, : self.n_target_params]
+
+    # ------------------------------------------------- functional hypernetwork
+    def _layout(self) -> dict[str, Any]:
+        """Where the layers live in :meth:`hnet_parameters` (hypnettorch's ``param_shapes_meta`` order)."""
+        lay = self.__dict__.get("_layout_cache")
+        if lay is not None:
+            return lay
+        hnet = self.hnet
+        mlp = hnet._hnet if isinstance(hnet, ChunkedHMLP) else hnet
+        if mlp._use_batch_norm or mlp._dropout_rate != -1 or mlp._use_spectral_norm:
+            raise NotImplementedError("batch norm / dropout / spectral norm hypernetworks are not supported")
+        weights: list[int] = []
+        biases: list[int] = []
+        chunk_embs = None
+        for i, meta in enumerate(hnet.param_shapes_meta):
+            if meta["name"] == "weight":
+                weights.append(i)
+            elif meta["name"] == "bias":
+                biases.append(i)
+            elif meta["name"] == "embedding":
+                chunk_embs = i
+            else:
+                raise NotImplementedError(f"unexpected hypernetwork parameter {meta['name']}")
+        if biases and len(biases) != len(weights):
+            raise NotImplementedError("hypernetwork with biases on some layers only")
+        chunked = isinstance(hnet, ChunkedHMLP)
+        lay = dict(
+            weights=weights, biases=biases or [None] * len(weights), chunk_embs=chunk_embs,
+            act=mlp._act_fn, n_chunks=int(hnet.num_chunks) if chunked else 1,
+            chunk_size=int(hnet._chunk_size) if chunked else self.n_target_params,
+        )
+        self.__dict__["_layout_cache"] = lay
+        return lay
+
+    def chunk_layout(self) -> tuple[int, int, int]:
+        """``(n_chunks, chunk_size, rows used of the last chunk)`` of the hypernetwork output."""
+        lay = self._layout()
+        j, c = lay["n_chunks"], lay["chunk_size"]
+        return j, c, self.n_target_params - (j - 1) * c
+
+    def _shifted(self, delta: Sequence[Tensor] | None, i: int | None) -> Tensor | None:
+        if i is None:
+            return None
+        p = self.hnet.internal_params[i]
+        return p if delta is None else p + delta[i]
+
+    def hidden_features(self, cond: Tensor, *, delta: Sequence[Tensor] | None = None) -> Tensor:
+        """Input of the (linear) output layer, ``[n, n_chunks, H]``, for task embeddings ``cond`` ``[n, E]``.
+
+        Same operations as hypnettorch's ``ChunkedHMLP``/``HMLP`` forward: input ``[chunk_emb, task_emb]``
+        (unconditional first), ``linear -> activation`` per hidden layer; the output layer is
+        :meth:`output_layer`. ``delta`` shifts the parameters (one entry per :meth:`hnet_parameters`).
+        """
+        lay = self._layout()
+        if delta is not None and len(delta) != len(self.hnet.internal_params):
+            raise ValueError(f"delta has {len(delta)} entries, expected {len(self.hnet.internal_params)}")
+        n, j = cond.shape[0], lay["n_chunks"]
+        if lay["chunk_embs"] is not None:
+            cemb = self._shifted(delta, lay["chunk_embs"])
+            h = torch.cat([cemb.expand(n, j, cemb.shape[1]), cond[:, None, :].expand(n, j, cond.shape[1])], dim=2)
+        else:
+            h = cond[:, None, :]
+        act = lay["act"]
+        for wi, bi in zip(lay["weights"][:-1], lay["biases"][:-1]):
+            h = F.linear(h, self._shifted(delta, wi), self._shifted(delta, bi))
+            if act is not None:
+                h = act(h)
+        return h
+
+    def output_layer(self, delta: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Weight ``[chunk_size, H]`` and bias (``None`` without biases) of the linear output layer, shifted by ``delta``."""
+        lay = self._layout()
+        return self._shifted(delta, lay["weights"][-1]), self._shifted(delta, lay["biases"][-1])
 
     def split(self, flat_row: Tensor) -> list[Tensor] | list[list[Tensor]]:
         """Unflatten one row of :meth:`flat` into per-target lists of tensors (a single list if one target)."""

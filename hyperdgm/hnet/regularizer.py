@@ -24,11 +24,71 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .generator import WeightGenerator
 
 __all__ = ["OutputRegularizer", "adam_lookahead", "trainable_parameters"]
+
+
+class _Snapshot:
+    """Factorised targets: ``W_k*`` chunk ``j`` is ``A* [h*_kj; 1]`` (the hypernetwork's output layer is linear).
+
+    ``a`` = ``[A* | b*]`` ``[chunk_size, m]``, ``h`` = ``[h*_kj; 1]`` ``[K, n_chunks, m]`` (no ``1`` column
+    without biases), ``aa_head``/``aa_tail`` = ``a^T a`` over the rows used / unused by the last chunk.
+    """
+
+    def __init__(self, a: Tensor, h: Tensor, rows_last: int) -> None:
+        self.a, self.h, self.rows_last = a, h, int(rows_last)
+        a64 = a.double()
+        self.aa_head = (a64[:rows_last].T @ a64[:rows_last]).to(a.dtype)
+        self.aa_tail = (a64[rows_last:].T @ a64[rows_last:]).to(a.dtype)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, gen: WeightGenerator, n: int) -> "_Snapshot":
+        was_training = gen.training
+        gen.eval()
+        h = gen.hidden_features(gen._embeddings(list(range(n))))
+        weight, bias = gen.output_layer()
+        gen.train(was_training)
+        return cls(_augment_layer(weight, bias).detach().clone(), _augment_hidden(h, bias is not None).detach().clone(),
+                   gen.chunk_layout()[2])
+
+    def to(self, device: Any) -> "_Snapshot":
+        return _Snapshot(self.a.to(device), self.h.to(device), self.rows_last)
+
+    def state(self) -> dict[str, Any]:
+        return {"a": self.a.clone(), "h": self.h.clone(), "rows_last": self.rows_last}
+
+
+def _augment_layer(weight: Tensor, bias: Tensor | None) -> Tensor:
+    return weight if bias is None else torch.cat([weight, bias[:, None]], dim=1)
+
+
+def _augment_hidden(h: Tensor, bias: bool) -> Tensor:
+    return torch.cat([h, h.new_ones(h.shape[:-1] + (1,))], dim=-1) if bias else h
+
+
+def _gram_penalty(d: Tensor, snap: _Snapshot, h: Tensor, u: Tensor) -> Tensor:
+    """``sum_kj ||(d h_kj + a* u_kj)[rows of chunk j]||^2`` from ``m x m`` Gram matrices (no generated weights).
+
+    ``d = [A|b] - a*`` ``[chunk_size, m]``; ``h``, ``u = h - h*``: ``[K, n_chunks, m]``. Every chunk uses all
+    rows except the last one (its first ``rows_last`` rows); the two row blocks are summed separately.
+    """
+    m = h.shape[-1]
+    total = h.new_zeros(())
+    blocks = [(slice(0, snap.rows_last), snap.aa_head, h.reshape(-1, m), u.reshape(-1, m))]
+    if snap.rows_last < d.shape[0] and h.shape[1] > 1:  # tail rows: all chunks but the last
+        blocks.append((slice(snap.rows_last, None), snap.aa_tail, h[:, :-1].reshape(-1, m), u[:, :-1].reshape(-1, m)))
+    for rows, aa, hb, ub in blocks:
+        db, ab = d[rows], snap.a[rows]
+        s_hh = hb.T @ hb
+        s_hu = hb.T @ ub
+        s_uu = ub.T @ ub
+        total = total + ((db.T @ db) * s_hh).sum() + 2 * ((db.T @ ab) * s_hu).sum() + (aa * s_uu).sum()
+    return total
 
 
 class OutputRegularizer:
@@ -43,19 +103,52 @@ class OutputRegularizer:
             generator (memory O(|hnet|)) and recompute targets under ``no_grad``.
         lookahead: whether the training loop should pass ``delta`` (see :func:`adam_lookahead`);
             stored as configuration, not enforced.
+        fast: evaluate the penalty without generating any weights. The hypernetwork's output layer
+            is linear, so with ``d = [A|b](theta+delta) - [A*|b*]`` and ``u_kj = h_kj - h*_kj``
+            (hidden features ``[h; 1]`` of chunk ``j``, task ``k``, now and at the snapshot),
+            ``||W_k - W_k*||^2 = sum_j ||d h_kj + A* u_kj||^2`` is a quadratic form in ``m x m`` Gram
+            matrices of ``d`` and ``A*`` (``m`` = last hidden size + 1): cost O(chunk_size * m^2) per
+            step whatever the number of past tasks. Same value and gradients as the direct form up to
+            float32 round-off (the residual form avoids cancellation). Needs the snapshot taken by
+            :meth:`begin_task` (or restored by :meth:`load_state_dict`); targets assigned by hand
+            fall back to the direct form. ``fast=False`` always generates the weights.
     """
 
     def __init__(self, beta: float, *, tasks_per_step: int | None = None, online_targets: bool = False,
-                 lookahead: bool = False) -> None:
+                 lookahead: bool = False, fast: bool = True) -> None:
         if tasks_per_step is not None and tasks_per_step <= 0:
             tasks_per_step = None
         self.beta = float(beta)
         self.tasks_per_step = tasks_per_step
         self.online_targets = bool(online_targets)
         self.lookahead = bool(lookahead)
+        self.fast = bool(fast)
         self.n_past = 0
-        self.targets: Tensor | None = None
+        self._targets: Tensor | None = None
+        self._snapshot: _Snapshot | None = None
         self.frozen: WeightGenerator | None = None
+
+    @property
+    def targets(self) -> Tensor | None:
+        """Stored ``W_k*`` ``[n_past, n_target_params]`` (``None`` with online targets). Treat as read-only:
+        assigning a tensor with other values drops the factorised snapshot (``fast`` then falls back)."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, value: Tensor | None) -> None:
+        old, snap = self._targets, self._snapshot
+        keep = (snap is not None and old is not None and value is not None and value.shape == old.shape
+                and (value is old or torch.equal(value.detach().to(old.device), old)))
+        self._targets = value
+        if not keep:
+            self._snapshot = None
+        elif value is not old and value.device != old.device:
+            self._snapshot = snap.to(value.device)
+
+    @property
+    def has_snapshot(self) -> bool:
+        """Whether :meth:`penalty` can use the fast (factorised) form."""
+        return self._snapshot is not None
 
     @torch.no_grad()
     def begin_task(self, gen: WeightGenerator, current_task: int | None = None) -> None:
@@ -68,16 +161,18 @@ class OutputRegularizer:
         if not 0 <= n <= gen.n_tasks:
             raise ValueError(f"current_task={n} out of range (n_tasks={gen.n_tasks})")
         self.n_past = n
-        self.targets, self.frozen = None, None
+        self._targets, self._snapshot, self.frozen = None, None, None
         if n == 0:
             return
         if self.online_targets:
             self.frozen = gen.frozen_copy()
+            self._snapshot = _Snapshot.of(self.frozen, n)
         else:
             was_training = gen.training
             gen.eval()
-            self.targets = gen.flat(list(range(n))).detach().clone()
+            self._targets = gen.flat(list(range(n))).detach().clone()
             gen.train(was_training)
+            self._snapshot = _Snapshot.of(gen, n)
 
     def _subset(self, generator: torch.Generator | None) -> Tensor | None:
         k = self.tasks_per_step
@@ -86,15 +181,20 @@ class OutputRegularizer:
         return torch.randperm(self.n_past, generator=generator)[:k]
 
     def penalty(self, gen: WeightGenerator, *, delta: Sequence[Tensor] | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, fast: bool | None = None) -> Tensor:
         """``beta/|S| * sum_{k in S} ||gen(e_k; theta + delta) - W_k*||^2`` as a 0-dim tensor (a zero leaf if no past tasks or beta == 0).
 
-        One batched generator call; no host-device synchronisation. ``generator`` seeds the subset draw.
+        No host-device synchronisation. ``generator`` seeds the subset draw; ``fast`` overrides
+        the constructor's choice for this call.
         """
         if self.n_past == 0 or self.beta == 0.0:
             p = next(iter(gen.hnet_parameters()))
             return torch.zeros((), device=p.device, dtype=p.dtype, requires_grad=True)
         idx = self._subset(generator)
+        n_sel = self.n_past if idx is None else int(idx.numel())
+        use_fast = self.fast if fast is None else bool(fast)
+        if use_fast and self._snapshot is not None:
+            return self._fast_penalty(gen, idx, delta) * (self.beta / n_sel)
         ids: Sequence[int] | Tensor = list(range(self.n_past)) if idx is None else idx
         pred = gen.flat(ids, delta=delta)
         if self.online_targets:
@@ -102,10 +202,19 @@ class OutputRegularizer:
             with torch.no_grad():
                 target = self.frozen.flat(ids)
         else:
-            assert self.targets is not None
-            target = self.targets if idx is None else self.targets.index_select(0, idx.to(self.targets.device))
-        n_sel = self.n_past if idx is None else int(idx.numel())
-        return (pred - target).pow(2).sum() * (self.beta / n_sel)
+            assert self._targets is not None
+            target = self._targets if idx is None else self._targets.index_select(0, idx.to(self._targets.device))
+        return F.mse_loss(pred, target, reduction="sum") * (self.beta / n_sel)
+
+    def _fast_penalty(self, gen: WeightGenerator, idx: Tensor | None, delta: Sequence[Tensor] | None) -> Tensor:
+        snap = self._snapshot
+        assert snap is not None
+        ids: Sequence[int] | Tensor = list(range(self.n_past)) if idx is None else idx
+        weight, bias = gen.output_layer(delta)
+        h = _augment_hidden(gen.hidden_features(gen._embeddings(ids), delta=delta), bias is not None)
+        h_star = snap.h if idx is None else snap.h.index_select(0, idx.to(snap.h.device))
+        d = _augment_layer(weight, bias) - snap.a
+        return _gram_penalty(d, snap, h, h - h_star)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain dict (``torch.load(weights_only=True)``-safe) incl. the stored targets or frozen generator."""
@@ -114,24 +223,33 @@ class OutputRegularizer:
             "tasks_per_step": self.tasks_per_step,
             "online_targets": self.online_targets,
             "lookahead": self.lookahead,
+            "fast": self.fast,
             "n_past": self.n_past,
-            "targets": None if self.targets is None else self.targets.clone(),
+            "targets": None if self._targets is None else self._targets.clone(),
             "frozen": None if self.frozen is None else self.frozen.to_dict(),
+            "snapshot": None if self._snapshot is None else self._snapshot.state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
+        """Restore from :meth:`state_dict` (older dicts without ``snapshot`` use the direct form for stored targets)."""
         self.beta = float(state["beta"])
         self.tasks_per_step = state["tasks_per_step"]
         self.online_targets = bool(state["online_targets"])
         self.lookahead = bool(state["lookahead"])
+        self.fast = bool(state.get("fast", True))
         self.n_past = int(state["n_past"])
-        self.targets = state["targets"]
+        self._targets = state["targets"]
+        self._snapshot = None
+        snap = state.get("snapshot")
+        if snap is not None:
+            self._snapshot = _Snapshot(snap["a"], snap["h"], snap["rows_last"])
         self.frozen = None
         if state["frozen"] is not None:
             self.frozen = WeightGenerator.from_dict(state["frozen"])
             self.frozen.to(next(iter(state["frozen"]["state_dict"].values())).device)
             self.frozen = self.frozen.frozen_copy()
+            if self._snapshot is None and self.n_past > 0:
+                self._snapshot = _Snapshot.of(self.frozen, self.n_past)
 
 
 def trainable_parameters(gen: WeightGenerator, task_id: int) -> list[Tensor]:

@@ -5,6 +5,7 @@ from typing import Any, Mapping
 
 from .base import ClassifierMethod, Method
 from .baselines import Finetune, Joint
+from .hnet import HNet, HNetEnt
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -15,7 +16,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint):
+for _cls in (Finetune, Joint, HNet, HNetEnt):
     register(_cls)
 
 

@@ -79,9 +79,22 @@ class TargetNet(nn.Module):
     def n_params(self) -> int:
         return int(sum(torch.Size(s).numel() for s in self.param_shapes))
 
-    def forward(self, x: Tensor, weights: Sequence[Tensor] | None = None) -> Tensor:
+    @property
+    def has_bn_stats(self) -> bool:
+        """Whether the net keeps batch-norm running statistics (which a hypernetwork cannot generate)."""
+        return bool(getattr(self.net, "batchnorm_layers", None))
+
+    def add_bn_stats(self) -> None:
+        """Open a new slot of batch-norm running statistics (one per task; selected by ``condition``)."""
+        for bn in self.net.batchnorm_layers:
+            bn.checkpoint_stats()
+
+    def forward(self, x: Tensor, weights: Sequence[Tensor] | None = None, condition: int | None = None) -> Tensor:
         if self.arch == "mlp":
             x = x.flatten(1)
         else:  # hypnettorch conv nets read flattened channels-last images
             x = x.permute(0, 2, 3, 1).flatten(1)
-        return self.net.forward(x, weights=None if weights is None else list(weights))
+        w = None if weights is None else list(weights)
+        if condition is not None and self.has_bn_stats:
+            return self.net.forward(x, weights=w, condition=int(condition))
+        return self.net.forward(x, weights=w)

@@ -1,0 +1,143 @@
+"""HNET and HNET+ENT (von Oswald et al., ICLR 2020): a task-conditioned hypernetwork generates
+the classifier's weights for each task; the output regularizer keeps the weights it generates
+for earlier task embeddings fixed.
+
+* ``hnet``     CL1 (the task id picks the embedding); in CL2 the embedding is inferred by entropy.
+* ``hnet_ent`` CL2 / CL3: run the input through every task's generated net and take the task whose
+  prediction has the lowest entropy; in CL3 a wrong task guess is a wrong answer.
+
+Each task's generated net has its own head of ``k`` outputs, so labels are always local.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..hnet import OutputRegularizer, WeightGenerator, adam_lookahead
+from ..nets import TargetNet
+from .base import Method, make_optimizer
+from .inference import assemble, infer_by_entropy
+
+HNET_DEFAULTS = dict(hidden=[10, 10], activation="relu", chunk_size=42000, chunk_emb_size=96, task_emb_size=96,
+                     emb_init_std=1.0)
+
+
+def build_generator(target: Any, cfg: Mapping[str, Any]) -> WeightGenerator:
+    """A :class:`WeightGenerator` for ``target`` from an ``hnet`` config block."""
+    h = {**HNET_DEFAULTS, **dict(cfg or {})}
+    return WeightGenerator(
+        target, task_emb_size=int(h["task_emb_size"]), chunk_size=h["chunk_size"] or None,
+        chunk_emb_size=int(h["chunk_emb_size"]), hidden=tuple(h["hidden"]), activation=str(h["activation"]),
+        emb_init_std=float(h["emb_init_std"]),
+    )
+
+
+class HNet(Method):
+    """A classifier whose weights come from a task-conditioned hypernetwork."""
+
+    name = "hnet"
+    scenarios = frozenset({"cl1", "cl2"})
+    default_inference = "given"
+
+    def setup(self, benchmark, scenario, device, rng) -> None:
+        super().setup(benchmark, scenario, device, rng)
+        net = self.cfg.get("net") or {}
+        self.k = max(scenario.classes_per_task)
+        self.target = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, self.k,
+                                hidden=net.get("hidden", (400, 400)), act=net.get("act", "relu"),
+                                no_weights=True).to(device)
+        self.gen = build_generator(self.target.net, self.cfg.get("hnet")).to(device)
+        self.reg = OutputRegularizer(
+            float(self.cfg.get("beta", 0.01)), tasks_per_step=self.cfg.get("reg_tasks_per_step"),
+            online_targets=bool(self.cfg.get("online_targets", False)),
+            lookahead=bool(self.cfg.get("lookahead", True)),
+        )
+        self.inference = str(self.cfg.get("task_inference") or self.default_inference)
+        self.temperature = float(self.cfg.get("entropy_temperature", 1.0))
+
+    # -- training ------------------------------------------------------------------------
+    def begin_task(self, task) -> None:
+        super().begin_task(task)
+        t = task.id
+        self.reg.begin_task(self.gen, current_task=t)  # targets W_k* for k < t, before anything moves
+        while self.gen.n_tasks <= t:
+            self.gen.add_task()
+        if self.target.has_bn_stats and t > 0:
+            self.target.add_bn_stats()  # batch-norm statistics are per task (they cannot be generated)
+        self.opt = make_optimizer(self.gen.hnet_parameters(), self.cfg)
+        # Only the current embedding is trained (its own Adam, as in the reference code); old ones stay fixed.
+        self.emb_opt = torch.optim.Adam([self.gen.task_embedding(t)], lr=float(self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))))
+
+    def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
+        w = self.gen(task_id) if weights is None else weights
+        out = self.target(x, w, condition=task_id)
+        return out[:, : self.scenario.classes_per_task[task_id]]
+
+    def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
+        self.opt.zero_grad(set_to_none=True)
+        self.emb_opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.logits(x, task_id), y)
+        loss.backward()
+        out = {"loss": loss.detach()}
+        if self.reg.n_past > 0 and self.reg.beta > 0:
+            # Eq. 2 evaluated at theta + dTheta, dTheta the (detached) step the task loss alone would take.
+            delta = adam_lookahead(self.opt, self.gen.hnet_parameters()) if self.reg.lookahead else None
+            reg = self.reg.penalty(self.gen, delta=delta, generator=None)
+            reg.backward()
+            out["reg"] = reg.detach()
+        self.opt.step()
+        self.emb_opt.step()
+        return out
+
+    # -- prediction ----------------------------------------------------------------------
+    @torch.no_grad()
+    def per_task_logits(self, x: Tensor) -> list[Tensor]:
+        """The input through every seen task's generated net (weights for all tasks in one batched hnet call)."""
+        flat = self.gen.flat(list(range(self.n_seen)))
+        return [self.logits(x, e, self.gen.split(flat[e])) for e in range(self.n_seen)]
+
+    @torch.no_grad()
+    def infer_task(self, x: Tensor) -> Tensor:
+        return infer_by_entropy(self.per_task_logits(x), self.temperature)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
+        if task_id is not None and self.inference == "given":
+            return self.logits(x, task_id)
+        per_task = self.per_task_logits(x)
+        inferred = infer_by_entropy(per_task, self.temperature)
+        if self.scenario.shared_head:
+            return assemble(per_task, inferred, None)
+        return assemble(per_task, inferred, self.scenario.offsets, self.scenario.n_seen_classes(self.n_seen))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def param_counts(self) -> dict[str, float]:
+        c = self.gen.param_counts()
+        return {
+            "trainable": c["hnet"] + c["task_embeddings"],
+            "hnet": c["hnet"],
+            "task_embeddings": c["task_embeddings"],
+            "target": c["target"],
+            "compression_ratio": c["compression_ratio"],
+            "compression_ratio_with_embeddings": c["compression_ratio_with_embeddings"],
+        }
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        n = int(state["n_seen"])
+        while self.gen.n_tasks < n:  # grow to the saved shape before loading
+            self.gen.add_task()
+        if self.target.has_bn_stats:
+            for _ in range(n - 1):
+                self.target.add_bn_stats()
+        super().load_checkpoint_state(state)
+
+
+class HNetEnt(HNet):
+    """HNET+ENT: task inferred as the task whose generated net is most confident (lowest entropy)."""
+
+    name = "hnet_ent"
+    scenarios = frozenset({"cl2", "cl3"})
+    default_inference = "entropy"
