@@ -283,3 +283,120 @@ def test_save_load_round_trip(tmp_path):
     fresh = WeightGenerator(net, chunk_size=16, chunk_emb_size=4, hidden=(10, 10), task_emb_size=5,
                             activation="elu", n_tasks=3)
     assert not torch.equal(fresh.flat([0]), gen.flat([0]))  # the comparison above is not trivial
+
+
+# ---------------------------------------------------------------- functional forward / fast penalty
+_GEN_KWARGS = [
+    dict(chunk_size=37, chunk_emb_size=5, hidden=(9, 7), activation="elu", task_emb_size=4),   # truncated last chunk
+    dict(chunk_size=30, chunk_emb_size=3, hidden=(6,), activation="relu", task_emb_size=5),    # exact chunks (120 = 4*30)
+    dict(chunk_size=None, hidden=(8, 8), activation="tanh", task_emb_size=4),                   # unchunked HMLP
+    dict(chunk_size=50, chunk_emb_size=4, hidden=(6,), activation="sigmoid", task_emb_size=3, use_bias=False),
+]
+
+
+def _gen_120(kw: dict, n_tasks: int = 4, seed: int = 0) -> WeightGenerator:
+    torch.manual_seed(seed)
+    return WeightGenerator([[10, 11], [10]], n_tasks=n_tasks, **kw)  # 120 target weights
+
+
+@pytest.mark.parametrize("kw", _GEN_KWARGS)
+def test_functional_forward_equals_hypnettorch(kw):
+    gen = _gen_120(kw)
+    delta = [0.1 * torch.randn_like(p) for p in gen.hnet_parameters()]
+    for d in (None, delta):
+        weights = None if d is None else [p + x for p, x in zip(gen.hnet_parameters(), d)]
+        ref = gen.hnet.forward(cond_input=gen._embeddings([2, 0, 3]), weights=weights, ret_format="flattened")
+        assert torch.equal(gen.flat([2, 0, 3], delta=d), ref)
+
+
+def _drifted(kw: dict, online: bool, tasks_per_step=None) -> tuple[WeightGenerator, OutputRegularizer, list]:
+    gen = _gen_120(kw)
+    reg = OutputRegularizer(0.3, tasks_per_step=tasks_per_step, online_targets=online)
+    reg.begin_task(gen)
+    assert reg.has_snapshot
+    cur = gen.add_task()
+    opt = torch.optim.Adam(trainable_parameters(gen, cur), lr=3e-2)
+    for _ in range(3):  # the generator moves away from the snapshot
+        opt.zero_grad()
+        (gen.flat([cur]) - 0.5).pow(2).sum().backward()
+        opt.step()
+    delta = [0.05 * torch.randn_like(p) for p in gen.hnet_parameters()]
+    return gen, reg, delta
+
+
+def _value_and_grads(gen, reg, fast, delta=None, seed=None):
+    for p in gen.parameters():
+        p.grad = None
+    g = None if seed is None else torch.Generator().manual_seed(seed)
+    val = reg.penalty(gen, delta=delta, generator=g, fast=fast)
+    val.backward()
+    return val.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in gen.parameters()]
+
+
+@pytest.mark.parametrize("kw", _GEN_KWARGS)
+@pytest.mark.parametrize("online", [False, True])
+@pytest.mark.parametrize("tps", [None, 2])
+def test_fast_penalty_equals_direct(kw, online, tps):
+    gen, reg, delta = _drifted(kw, online, tps)
+    for d in (None, delta):
+        for seed in (0, 1):
+            vf, gf = _value_and_grads(gen, reg, True, d, seed)
+            vd, gd = _value_and_grads(gen, reg, False, d, seed)
+            assert vd.item() > 1e-3
+            torch.testing.assert_close(vf, vd, rtol=1e-5, atol=0)
+            for a, b in zip(gf, gd):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * max(b.abs().max().item(), 1e-12))
+    # ... and the direct form is the hand computation on a shifted copy
+    shifted = copy.deepcopy(gen)
+    with torch.no_grad():
+        for p, d in zip(shifted.hnet_parameters(), delta):
+            p.add_(d)
+    targets = reg.targets if reg.targets is not None else reg.frozen.flat(list(range(reg.n_past)))
+    if tps is None:
+        torch.testing.assert_close(reg.penalty(gen, delta=delta), _hand_penalty(shifted, targets, 0.3, [0, 1, 2, 3]))
+
+
+def test_fast_penalty_precision_against_float64():
+    """Gradients of the fast form are as accurate as the direct float32 form (reference: float64)."""
+    kw = dict(chunk_size=700, chunk_emb_size=8, hidden=(25, 25), activation="elu", task_emb_size=24)
+    torch.manual_seed(0)
+    gen = WeightGenerator([[40, 50], [50]], n_tasks=3, **kw)
+    reg = OutputRegularizer(0.01)
+    reg.begin_task(gen)
+    cur = gen.add_task()
+    opt = torch.optim.Adam(trainable_parameters(gen, cur), lr=1e-3)
+    opt.zero_grad()
+    gen.flat([cur]).pow(2).sum().backward()
+    delta = adam_lookahead(opt, gen.hnet_parameters())  # first step after the snapshot: small residuals
+    ref_gen = copy.deepcopy(gen).double()
+    ref_reg = OutputRegularizer(0.01, fast=False)
+    ref_reg.n_past, ref_reg.targets = reg.n_past, reg.targets.double()
+    vr, gr = _value_and_grads(ref_gen, ref_reg, False, [d.double() for d in delta])
+    vf, gf = _value_and_grads(gen, reg, True, delta)
+    assert abs(vf.item() - vr.item()) < 1e-4 * vr.item()
+    for a, r in zip(gf, gr):
+        if r.norm() > 0:
+            assert ((a.double() - r).norm() / r.norm()).item() < 1e-3
+
+
+def test_snapshot_survives_state_dict_and_is_dropped_by_new_targets():
+    gen, reg, delta = _drifted(_GEN_KWARGS[0], online=False)
+    restored = OutputRegularizer(0.0)
+    restored.load_state_dict(reg.state_dict())
+    assert restored.has_snapshot and restored.fast
+    torch.testing.assert_close(restored.penalty(gen, delta=delta), reg.penalty(gen, delta=delta))
+    restored.targets = restored.targets.to("cpu")  # same values: the snapshot stays
+    assert restored.has_snapshot
+    restored.targets = torch.zeros_like(restored.targets)  # other targets: back to the direct form
+    assert not restored.has_snapshot
+    torch.testing.assert_close(restored.penalty(gen), 0.3 / 4 * gen.flat([0, 1, 2, 3]).pow(2).sum())
+    old = reg.state_dict()
+    del old["snapshot"], old["fast"]  # dicts written before the fast form
+    restored.load_state_dict(old)
+    assert not restored.has_snapshot
+    torch.testing.assert_close(restored.penalty(gen, delta=delta), reg.penalty(gen, delta=delta))
+    online = _drifted(_GEN_KWARGS[0], online=True)[1]
+    state = online.state_dict()
+    del state["snapshot"]
+    restored.load_state_dict(state)
+    assert restored.has_snapshot  # rebuilt from the frozen generator

@@ -71,24 +71,74 @@ def _augment_hidden(h: Tensor, bias: bool) -> Tensor:
     return torch.cat([h, h.new_ones(h.shape[:-1] + (1,))], dim=-1) if bias else h
 
 
-def _gram_penalty(d: Tensor, snap: _Snapshot, h: Tensor, u: Tensor) -> Tensor:
+class _GramQuadratic(torch.autograd.Function):
+    """``sum_B <d_B^T d_B, S_hh^B> + 2 <d_B^T a_B, S_hu^B>`` over row blocks ``B`` of ``d = [W|b] + delta - a*``.
+
+    Gradients w.r.t. ``W``, ``b`` (through ``d``) and the small ``S`` matrices, written with two
+    matmuls per block straight into the gradient (no zero-filled slice gradients, no concatenation).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, bias: Tensor | None, dw: Tensor | None, dbias: Tensor | None,
+                a: Tensor, rows_last: int, *s: Tensor) -> Tensor:
+        n_h = weight.shape[1]
+        d = torch.empty_like(a)
+        torch.sub(weight, a[:, :n_h], out=d[:, :n_h])
+        if dw is not None:
+            d[:, :n_h] += dw
+        if bias is not None:
+            torch.sub(bias, a[:, n_h], out=d[:, n_h])
+            if dbias is not None:
+                d[:, n_h] += dbias
+        blocks = [slice(0, rows_last), slice(rows_last, None)][: len(s) // 2]
+        grams = []
+        total = a.new_zeros(())
+        for i, rows in enumerate(blocks):
+            db, ab = d[rows], a[rows]
+            g_dd, g_da = db.T @ db, db.T @ ab
+            grams += [g_dd, g_da]
+            total = total + (g_dd * s[2 * i]).sum() + 2 * (g_da * s[2 * i + 1]).sum()
+        ctx.save_for_backward(d, a, *s, *grams)
+        ctx.rows_last, ctx.n_h, ctx.has_bias = rows_last, n_h, bias is not None
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        d, a, *rest = ctx.saved_tensors
+        n = len(rest) // 2
+        s, grams = rest[:n], rest[n:]
+        blocks = [slice(0, ctx.rows_last), slice(ctx.rows_last, None)][: n // 2]
+        grad_d = torch.empty_like(d)
+        for i, rows in enumerate(blocks):
+            s_hh, s_hu = s[2 * i], s[2 * i + 1]
+            out = grad_d[rows]
+            torch.mm(d[rows], (s_hh + s_hh.T) * grad, out=out)
+            out.addmm_(a[rows], s_hu.T * (2 * grad))
+        grad_s: list[Tensor | None] = []
+        for i in range(n // 2):
+            grad_s += [grams[2 * i] * grad, grams[2 * i + 1] * (2 * grad)]
+        grad_w = grad_d[:, : ctx.n_h] if ctx.needs_input_grad[0] else None
+        grad_b = grad_d[:, ctx.n_h] if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return (grad_w, grad_b, None, None, None, None, *grad_s)
+
+
+def _gram_penalty(weight: Tensor, bias: Tensor | None, delta_w: Tensor | None, delta_b: Tensor | None,
+                  snap: "_Snapshot", h: Tensor, u: Tensor) -> Tensor:
     """``sum_kj ||(d h_kj + a* u_kj)[rows of chunk j]||^2`` from ``m x m`` Gram matrices (no generated weights).
 
-    ``d = [A|b] - a*`` ``[chunk_size, m]``; ``h``, ``u = h - h*``: ``[K, n_chunks, m]``. Every chunk uses all
-    rows except the last one (its first ``rows_last`` rows); the two row blocks are summed separately.
+    ``d = [W|b] + delta - a*`` ``[chunk_size, m]``; ``h``, ``u = h - h*``: ``[K, n_chunks, m]``. Every chunk
+    uses all rows except the last one (its first ``rows_last`` rows); the two row blocks are summed separately.
     """
     m = h.shape[-1]
-    total = h.new_zeros(())
-    blocks = [(slice(0, snap.rows_last), snap.aa_head, h.reshape(-1, m), u.reshape(-1, m))]
-    if snap.rows_last < d.shape[0] and h.shape[1] > 1:  # tail rows: all chunks but the last
-        blocks.append((slice(snap.rows_last, None), snap.aa_tail, h[:, :-1].reshape(-1, m), u[:, :-1].reshape(-1, m)))
-    for rows, aa, hb, ub in blocks:
-        db, ab = d[rows], snap.a[rows]
-        s_hh = hb.T @ hb
-        s_hu = hb.T @ ub
-        s_uu = ub.T @ ub
-        total = total + ((db.T @ db) * s_hh).sum() + 2 * ((db.T @ ab) * s_hu).sum() + (aa * s_uu).sum()
-    return total
+    blocks = [(snap.aa_head, h.reshape(-1, m), u.reshape(-1, m))]
+    if snap.rows_last < snap.a.shape[0] and h.shape[1] > 1:  # tail rows: all chunks but the last
+        blocks.append((snap.aa_tail, h[:, :-1].reshape(-1, m), u[:, :-1].reshape(-1, m)))
+    s: list[Tensor] = []
+    const = h.new_zeros(())
+    for aa, hb, ub in blocks:
+        s += [hb.T @ hb, hb.T @ ub]
+        const = const + (aa * (ub.T @ ub)).sum()
+    return _GramQuadratic.apply(weight, bias, delta_w, delta_b, snap.a, snap.rows_last, *s) + const
 
 
 class OutputRegularizer:
@@ -210,11 +260,15 @@ class OutputRegularizer:
         snap = self._snapshot
         assert snap is not None
         ids: Sequence[int] | Tensor = list(range(self.n_past)) if idx is None else idx
-        weight, bias = gen.output_layer(delta)
+        weight, bias = gen.output_layer()  # theta; delta is added inside (never materialise theta + delta)
         h = _augment_hidden(gen.hidden_features(gen._embeddings(ids), delta=delta), bias is not None)
         h_star = snap.h if idx is None else snap.h.index_select(0, idx.to(snap.h.device))
-        d = _augment_layer(weight, bias) - snap.a
-        return _gram_penalty(d, snap, h, h - h_star)
+        delta_w = delta_b = None
+        if delta is not None:
+            lay = gen._layout()
+            delta_w = delta[lay["weights"][-1]]
+            delta_b = None if bias is None else delta[lay["biases"][-1]]
+        return _gram_penalty(weight, bias, delta_w, delta_b, snap, h, h - h_star)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain dict (``torch.load(weights_only=True)``-safe) incl. the stored targets or frozen generator."""

@@ -6,6 +6,8 @@ from typing import Any, Mapping
 from .base import ClassifierMethod, Method
 from .baselines import Finetune, Joint
 from .hnet import HNet, HNetEnt
+from .replay import DGR, HNetR, ReplayUB
+from .tir import HNetTIR
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -16,7 +18,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint, HNet, HNetEnt):
+for _cls in (Finetune, Joint, HNet, HNetEnt, HNetR, HNetTIR, DGR, ReplayUB):
     register(_cls)
 
 

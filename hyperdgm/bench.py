@@ -1,0 +1,167 @@
+"""Micro-benchmarks: ``python -m hyperdgm.bench <command> [options]`` (``make bench ARGS="reg ..."``).
+
+Commands:
+    reg   cost of the hypernetwork output regulariser (forward + backward) per training step, against
+          the number of past tasks, for the fast (factorised) form, the direct form (``fast=False``) and
+          the legacy form (hypnettorch forward + ``(pred - target).pow(2).sum()``), each for all past
+          tasks and for ``tasks_per_step`` = 1 and 2; plus the task-loss step for reference.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["main"]
+
+# The paper presets (von Oswald et al., 2020): target MLP and hypernetwork of split / permuted MNIST.
+PRESETS: dict[str, dict[str, Any]] = {
+    "split_mnist": dict(n_in=784, hidden_layers=(400, 400), n_out=2, max_past=4,
+                        hnet=dict(hidden=(10, 10), activation="relu", chunk_size=42000, chunk_emb_size=96,
+                                  task_emb_size=96)),
+    "permuted_mnist": dict(n_in=1024, hidden_layers=(1000, 1000), n_out=10, max_past=9,
+                           hnet=dict(hidden=(25, 25), activation="elu", chunk_size=78000, chunk_emb_size=8,
+                                     task_emb_size=24)),
+}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _min_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def _legacy_penalty(reg: Any, gen: Any, delta: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """The regulariser as first written: hypnettorch forward at ``theta + delta``, ``pow(2).sum()``."""
+    idx = reg._subset(generator)
+    ids = list(range(reg.n_past)) if idx is None else idx
+    weights = [p + d for p, d in zip(gen.hnet_parameters(), delta)]
+    pred = gen.hnet.forward(cond_input=gen._embeddings(ids), weights=weights, ret_format="flattened")
+    target = reg.targets if idx is None else reg.targets.index_select(0, idx)
+    n_sel = reg.n_past if idx is None else int(idx.numel())
+    return (pred - target).pow(2).sum() * (reg.beta / n_sel)
+
+
+def bench_reg(args: argparse.Namespace) -> list[str]:
+    from hypnettorch.mnets import MLP
+
+    from .hnet import OutputRegularizer, WeightGenerator, adam_lookahead, trainable_parameters
+
+    p = PRESETS[args.preset]
+    max_past = args.max_past or p["max_past"]
+    torch.manual_seed(0)
+    mnet = MLP(n_in=p["n_in"], n_out=p["n_out"], hidden_layers=p["hidden_layers"], no_weights=True, verbose=False)
+    gen = WeightGenerator(mnet, **p["hnet"])
+    x = torch.randn(args.batch_size, p["n_in"])
+    y = torch.randint(0, p["n_out"], (args.batch_size,))
+    modes = [("fast", None), ("fast", 1), ("fast", 2), ("direct", None), ("direct", 1), ("direct", 2)]
+    if not args.no_legacy:
+        modes += [("legacy", None), ("legacy", 1), ("legacy", 2)]
+    rows: list[tuple[int, float, list[float]]] = []
+    for n_past in range(1, max_past + 1):
+        while gen.n_tasks < n_past:
+            gen.add_task()
+        reg = OutputRegularizer(0.01)
+        reg.begin_task(gen, current_task=n_past)
+        cur = gen.add_task() if gen.n_tasks == n_past else n_past
+        opt = torch.optim.Adam(trainable_parameters(gen, cur), lr=1e-3)
+
+        def task_step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(mnet.forward(x, weights=gen(cur)), y).backward()
+
+        for _ in range(3):  # move away from the snapshot so the penalty is not trivially zero
+            task_step()
+            opt.step()
+        task_ms = _min_time(task_step, args.repeats)
+        delta = adam_lookahead(opt, gen.hnet_parameters())
+        times = []
+        for mode, tps in modes:
+            reg.tasks_per_step = tps
+            g = torch.Generator().manual_seed(0)
+            params = list(gen.parameters())
+
+            def reg_step(mode: str = mode, g: torch.Generator = g) -> None:
+                for q in params:
+                    q.grad = None
+                if mode == "legacy":
+                    val = _legacy_penalty(reg, gen, delta, g)
+                else:
+                    val = reg.penalty(gen, delta=delta, generator=g, fast=mode == "fast")
+                val.backward()
+
+            times.append(_min_time(reg_step, args.repeats))
+        rows.append((n_past, task_ms, times))
+        print(f"  past tasks {n_past}: " + ", ".join(f"{m}/{t or 'all'} {v:.1f}" for (m, t), v in zip(modes, times)),
+              file=sys.stderr, flush=True)
+    head = ["past tasks", "task step"] + [f"{m} {'all' if t is None else f'tps={t}'}" for m, t in modes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for n_past, task_ms, times in rows:
+        lines.append("| " + " | ".join([str(n_past), f"{task_ms:.1f}"] + [f"{v:.1f}" for v in times]) + " |")
+    n_params = gen.param_counts()
+    intro = [
+        f"Output regulariser, preset `{args.preset}`: target {n_params['target']:,} weights, hnet {n_params['hnet']:,} "
+        f"parameters ({p['hnet']}).",
+        "Milliseconds per training step (min over repeats) of `penalty(gen, delta=...)` + `backward()`; "
+        "`task step`: generate the current task's weights + target-net forward/backward "
+        f"(batch {args.batch_size}). fast: factorised form (default), direct: `fast=False`, "
+        "legacy: hypnettorch forward + `pow(2).sum()` (the implementation before the fast form); "
+        "tps: `tasks_per_step`.",
+        "",
+    ]
+    return intro + lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hyperdgm.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--out", default=None, help="also write the table as markdown to this file")
+    sub = parser.add_subparsers(dest="command", required=True)
+    reg = sub.add_parser("reg", help="output regulariser cost vs number of past tasks")
+    reg.add_argument("--preset", choices=sorted(PRESETS), default="permuted_mnist")
+    reg.add_argument("--max-past", type=int, default=None, help="largest number of past tasks (preset's default)")
+    reg.add_argument("--repeats", type=int, default=5)
+    reg.add_argument("--batch-size", type=int, default=128)
+    reg.add_argument("--no-legacy", action="store_true", help="skip the legacy (pre-optimisation) form")
+    for sp in (reg,):  # accept the global options after the command too
+        sp.add_argument("--threads", type=int, default=argparse.SUPPRESS)
+        sp.add_argument("--out", default=argparse.SUPPRESS)
+    reg.set_defaults(func=bench_reg)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lines = args.func(args)
+    print("\n".join(lines))
+    if args.out:
+        cmd = "python -m hyperdgm.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        meta = [f"# hyperdgm.bench {args.command}", "", f"- command: `{cmd}`", f"- torch {torch.__version__}, "
+                f"{torch.get_num_threads()} thread(s), CPU: {_cpu_model()}, Python {platform.python_version()}", ""]
+        with open(args.out, "w") as f:
+            f.write("\n".join(meta + lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

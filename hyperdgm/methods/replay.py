@@ -1,0 +1,231 @@
+"""Replay methods: one plain classifier trained on current data mixed with replayed past data.
+
+* ``hnet_r``    HNET+R (von Oswald et al., 2020): replay from a generative memory whose decoder
+  weights come from a task-conditioned hypernetwork (protected by the output regularizer);
+  soft targets from the classifier as it was before the task (distillation, T=2); the current
+  and the replay loss weigh 0.5 each (``l_rew`` of the reference code).
+* ``dgr``       DGR+distill (Shin et al., 2017; van de Ven & Tolias, 2019): the same replay, but the
+  generator keeps old tasks by replaying its own samples (protection ``replay``); current loss
+  weighs 1/t, replay (t-1)/t.
+* ``replay_ub`` RPL-UB: replays stored *real* data of past tasks with self-generated targets; the
+  upper bound of replay methods.
+
+The memory works in ``[0, 1]`` pixel space; inputs normalised otherwise (CIFAR, SVHN) are mapped
+to it and back.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.tensors import DATASET_STATS
+from ..memory import GenerativeMemory
+from .base import ClassifierMethod
+
+REPLAY_DEFAULTS = dict(
+    n_replay=128,            # replayed samples per step, split evenly over past tasks
+    replay_weight="fixed",   # fixed: (1 - w_fixed) * current + w_fixed * replay; inverse_t: 1/t and (t-1)/t
+    w_fixed=0.5,
+    targets="soft",          # soft (distillation) | hard (argmax of the old classifier)
+    temperature=2.0,
+    new_class_target="logit0",  # CL3 replay targets for the new task's classes: logit0 (hypercl) | prob0 (DGR)
+)
+
+
+class PixelSpace:
+    """Maps a task's normalised inputs to ``[0, 1]`` and back (identity for unit-normalised data)."""
+
+    def __init__(self, task: Any, device: torch.device) -> None:
+        self.identity = task.normalize == "unit"
+        if not self.identity:
+            mean, std = DATASET_STATS[task.dataset]
+            self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        return x if self.identity else (x * self.std + self.mean).clamp(0, 1)
+
+    def from_unit(self, x: Tensor) -> Tensor:
+        return x if self.identity else (x - self.mean) / self.std
+
+
+def distillation(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Knowledge distillation: ``T^2 * CE(softmax(teacher / T), softmax(student / T))``, batch mean."""
+    p = torch.softmax(teacher / temperature, dim=1)
+    return -(p * torch.log_softmax(student / temperature, dim=1)).sum(1).mean() * temperature**2
+
+
+def distillation_probs(student: Tensor, probs: Tensor, temperature: float) -> Tensor:
+    """Distillation towards given (already tempered) probabilities, e.g. zero-padded for new classes."""
+    return -(probs * torch.log_softmax(student / temperature, dim=1)).sum(1).mean() * temperature**2
+
+
+def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
+    """Log a grid of replayed samples, one row per task learned so far (fixed noise across tasks)."""
+    if memory.n_begun == 0:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = memory.sample_grid(list(range(memory.n_begun)), n_per_task=10).cpu()
+    fig, ax = plt.subplots(figsize=(6, 0.7 * memory.n_begun + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if grid.shape[0] == 1 else None, vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(f"replay after task {task.id + 1} (one row per task)")
+    tracker.log_figure(fig, f"replay/after_task_{task.id:02d}.png")
+    plt.close(fig)
+
+
+class ReplayClassifier(ClassifierMethod):
+    """Base of ``hnet_r`` / ``dgr`` / ``replay_ub``: subclasses say where replayed inputs come from."""
+
+    scenarios = frozenset({"cl1", "cl2", "cl3"})
+    uses_memory = True
+    method_defaults: dict[str, Any] = {}
+
+    def setup(self, benchmark, scenario, device, rng) -> None:
+        super().setup(benchmark, scenario, device, rng)
+        self.rcfg = {**REPLAY_DEFAULTS, **self.method_defaults, **dict(self.cfg.get("replay") or {})}
+        self.pixels = PixelSpace(benchmark.tasks[0], device)
+        self.teacher = None
+        if self.uses_memory:
+            mcfg = dict(self.cfg.get("memory") or {})
+            shape = tuple(benchmark.tasks[0].input_shape)
+            if mcfg.get("arch") in (None, "auto"):
+                mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
+            self.memory = GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def begin_task(self, task) -> None:
+        super().begin_task(task)
+        t = task.id
+        # the classifier as it was before this task gives the replay targets
+        self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False) if t > 0 else None
+        self.train_memory = self.uses_memory and t < self.benchmark.n_tasks - 1  # the last task needs no replay
+        if self.train_memory:
+            self.memory.begin_task(t)
+
+    def end_task(self, task) -> None:
+        if self.train_memory:
+            self.memory.end_task(task.id)
+        self.teacher = None
+
+    # -- replay --------------------------------------------------------------------------
+    def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
+        """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids."""
+        per = math.ceil(int(self.rcfg["n_replay"]) / task_id)
+        x, ids = self.memory.sample_tasks(list(range(task_id)), per, generator=self.rng)
+        return self.pixels.from_unit(x), ids
+
+    def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:
+        """Loss of the classifier on replayed inputs against the old classifier's outputs."""
+        sc, T = self.scenario, float(self.rcfg["temperature"])
+        student_full, teacher_full = self.net(x), self.teacher(x)
+        if sc.task_id_given:  # CL1: each replayed sample on its own task's head
+            k = sc.classes_per_task[0]
+            offs = torch.tensor(sc.offsets, device=x.device)[ids]
+            cols = offs[:, None] + torch.arange(k, device=x.device)
+            student, teacher = student_full.gather(1, cols), teacher_full.gather(1, cols)
+        elif sc.shared_head:
+            student, teacher = student_full, teacher_full
+        else:  # CL3: softmax over every class seen so far, the new task's classes included
+            n_old, n_all = sc.n_seen_classes(task_id), sc.n_seen_classes(task_id + 1)
+            student, teacher = student_full[:, :n_all], teacher_full[:, :n_old]
+            if self.rcfg["targets"] == "soft" and self.rcfg["new_class_target"] == "prob0":
+                probs = F.pad(torch.softmax(teacher / T, dim=1), (0, n_all - n_old))
+                return distillation_probs(student, probs, T)
+            teacher = F.pad(teacher, (0, n_all - n_old))  # logit 0 for the new classes (hypercl)
+        if self.rcfg["targets"] == "hard":
+            return F.cross_entropy(student, teacher.argmax(1))
+        return distillation(student, teacher, T)
+
+    def replay_weight(self, task_id: int) -> float:
+        if self.rcfg["replay_weight"] == "inverse_t":
+            return task_id / (task_id + 1)  # current 1/t, replay (t-1)/t with t = tasks so far
+        return float(self.rcfg["w_fixed"])
+
+    # -- training ------------------------------------------------------------------------
+    def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(x, y, task_id)
+        out = {"loss_current": loss.detach()}
+        if task_id > 0:
+            xr, ids = self.replay_inputs(task_id)
+            rl = self.replay_loss(xr, ids, task_id)
+            w = self.replay_weight(task_id)
+            loss = (1 - w) * loss + w * rl
+            out["loss_replay"] = rl.detach()
+        loss.backward()
+        self.opt.step()
+        out["loss"] = loss.detach()
+        if self.train_memory:
+            for k, v in self.memory.step(self.pixels.to_unit(x), task_id).items():
+                out[f"memory/{k}"] = v
+        return out
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def param_counts(self) -> dict[str, float]:
+        n = sum(p.numel() for p in self.net.parameters())
+        out = {"classifier": float(n), "target": float(n)}
+        if self.uses_memory:
+            m = self.memory.param_counts()
+            out.update({f"memory_{k}": v for k, v in m.items()})
+            out["trainable"] = n + m["trainable"]
+            out["compression_ratio"] = m["compression_ratio"]  # of the protected generator
+        else:
+            out["trainable"] = float(n)
+            out["compression_ratio"] = 1.0
+        return out
+
+    def log_artifacts(self, tracker, task) -> None:
+        if self.uses_memory:
+            log_replay_grid(self.memory, tracker, task)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        state = {"module": self.net.state_dict(), "n_seen": self.n_seen}
+        if self.uses_memory:
+            state["memory"] = self.memory.checkpoint_state()
+        return state
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.n_seen = int(state["n_seen"])
+        self.net.load_state_dict(state["module"])
+        if self.uses_memory:
+            self.memory.load_checkpoint_state(state["memory"])
+
+
+class HNetR(ReplayClassifier):
+    """HNET+R: replay from a hypernetwork-protected generative memory."""
+
+    name = "hnet_r"
+
+
+class DGR(ReplayClassifier):
+    """DGR+distill: the generator protects itself by replaying its own samples."""
+
+    name = "dgr"
+    method_defaults = {"replay_weight": "inverse_t", "new_class_target": "prob0"}
+
+
+class ReplayUB(ReplayClassifier):
+    """RPL-UB: replay of stored real data of past tasks, targets from the classifier before the task."""
+
+    name = "replay_ub"
+    uses_memory = False
+
+    def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
+        per = math.ceil(int(self.rcfg["n_replay"]) / task_id)
+        xs, ids = [], []
+        for t in range(task_id):
+            task = self.benchmark.tasks[t]
+            idx = torch.randint(len(task.train), (per,), generator=self.rng, device=self.rng.device)
+            xs.append(task.batch("train", idx, train_aug=True, generator=self.rng)[0])
+            ids.append(torch.full((per,), t, dtype=torch.long, device=xs[-1].device))
+        return torch.cat(xs), torch.cat(ids)

@@ -1,0 +1,123 @@
+"""HNET+TIR (von Oswald et al., 2020): a hypernetwork-generated classifier per task plus a
+task-inference network.
+
+The task-inference network is a plain classifier over tasks (a growing softmax), trained from the
+second task on with the current task's data (label: its task id) and replayed data of earlier tasks
+from a hypernetwork-protected generative memory (hard labels: the replayed task). At test time it
+picks the task; that task's generated weights classify the input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..memory import GenerativeMemory
+from ..nets import TargetNet
+from .base import make_optimizer
+from .hnet import HNet
+from .inference import assemble
+from .replay import PixelSpace, log_replay_grid
+
+
+class HNetTIR(HNet):
+    """HNET+TIR: task inferred by a replay-trained task-inference network."""
+
+    name = "hnet_tir"
+    scenarios = frozenset({"cl2", "cl3"})
+    default_inference = "tir"
+
+    def setup(self, benchmark, scenario, device, rng) -> None:
+        super().setup(benchmark, scenario, device, rng)
+        tcfg = dict(self.cfg.get("tir") or {})
+        net = self.cfg.get("net") or {}
+        self.tir = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, benchmark.n_tasks,
+                             hidden=tcfg.get("hidden", net.get("hidden", (400, 400))),
+                             act=net.get("act", "relu")).to(device)
+        self.tir_cfg = {"lr": tcfg.get("lr", self.cfg.get("lr", 1e-3)), "n_replay": tcfg.get("n_replay", 128),
+                        "w_replay": tcfg.get("w_replay", 0.5)}
+        mcfg = dict(self.cfg.get("memory") or {})
+        shape = tuple(benchmark.tasks[0].input_shape)
+        if mcfg.get("arch") in (None, "auto"):
+            mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
+        self.memory = GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+        self.pixels = PixelSpace(benchmark.tasks[0], device)
+
+    def begin_task(self, task) -> None:
+        super().begin_task(task)
+        t = task.id
+        self.tir_opt = make_optimizer(self.tir.parameters(), self.tir_cfg)
+        self.train_memory = t < self.benchmark.n_tasks - 1
+        if self.train_memory:
+            self.memory.begin_task(t)
+
+    def end_task(self, task) -> None:
+        if self.train_memory:
+            self.memory.end_task(task.id)
+
+    def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
+        out = super().step(x, y, task_id)  # the hnet classifier, as in CL1 (no replay)
+        if task_id > 0:  # one task alone gives the task-inference net nothing to separate
+            self.tir_opt.zero_grad(set_to_none=True)
+            n_seen = task_id + 1
+            cur = F.cross_entropy(self.tir(x)[:, :n_seen],
+                                  torch.full_like(y, task_id))
+            per = math.ceil(int(self.tir_cfg["n_replay"]) / task_id)
+            xr, ids = self.memory.sample_tasks(list(range(task_id)), per, generator=self.rng)
+            rep = F.cross_entropy(self.tir(self.pixels.from_unit(xr))[:, :n_seen], ids)
+            w = float(self.tir_cfg["w_replay"])
+            loss = (1 - w) * cur + w * rep
+            loss.backward()
+            self.tir_opt.step()
+            out["tir_loss"] = loss.detach()
+        if self.train_memory:
+            for k, v in self.memory.step(self.pixels.to_unit(x), task_id).items():
+                out[f"memory/{k}"] = v
+        return out
+
+    @torch.no_grad()
+    def infer_task(self, x: Tensor) -> Tensor:
+        if self.n_seen == 1:
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.tir(x)[:, : self.n_seen].argmax(1)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
+        per_task = self.per_task_logits(x)
+        inferred = self.infer_task(x)
+        if self.scenario.shared_head:
+            return assemble(per_task, inferred, None)
+        return assemble(per_task, inferred, self.scenario.offsets, self.scenario.n_seen_classes(self.n_seen))
+
+    def param_counts(self) -> dict[str, float]:
+        out = super().param_counts()
+        n_tir = sum(p.numel() for p in self.tir.parameters())
+        m = self.memory.param_counts()
+        out.update({f"memory_{k}": v for k, v in m.items()})
+        out["tir"] = float(n_tir)
+        out["trainable"] = out["trainable"] + n_tir + m["trainable"]
+        return out
+
+    def log_artifacts(self, tracker, task) -> None:
+        log_replay_grid(self.memory, tracker, task)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        module = {k: v for k, v in self.state_dict().items() if not k.startswith("memory.")}
+        return {"module": module, "n_seen": self.n_seen, "memory": self.memory.checkpoint_state()}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.memory.load_checkpoint_state(state["memory"])
+        n = int(state["n_seen"])
+        while self.gen.n_tasks < n:
+            self.gen.add_task()
+        if self.target.has_bn_stats:
+            for _ in range(n - 1):
+                self.target.add_bn_stats()
+        self.n_seen = n
+        missing, unexpected = self.load_state_dict(state["module"], strict=False)
+        bad = [k for k in missing if not k.startswith("memory.")] + list(unexpected)
+        if bad:
+            raise ValueError(f"checkpoint does not match hnet_tir: {bad[:5]}")
