@@ -6,6 +6,7 @@ checkpoints, and hands the numbers to the tracker.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ class TrainerConfig:
     progress: bool = True
     checkpoint: bool = True
     stop_after: int | None = None  # stop (checkpointed) after this many tasks; `resume=` continues
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the nets' matmuls; hypernetwork outputs stay fp32)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "TrainerConfig":
@@ -163,6 +165,15 @@ class Trainer:
             return int(math.ceil(self.cfg.epochs * len(task.train) / self.cfg.batch_size))
         return int(self.cfg.iters_per_task)
 
+    def autocast(self):
+        """Mixed precision context for training steps (``trainer.precision``)."""
+        p = str(self.cfg.precision).lower()
+        if p in ("fp32", "float32", "32"):
+            return contextlib.nullcontext()
+        if p in ("bf16", "bfloat16"):
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        raise ValueError(f"trainer.precision must be fp32 or bf16, got {self.cfg.precision!r}")
+
     def train_task(self, task: Any) -> None:
         seed = task_seed(self.seed, task.id)
         torch.manual_seed(seed)
@@ -176,13 +187,15 @@ class Trainer:
         bar = tqdm(range(iters), desc=f"task {task.id + 1}/{self.benchmark.n_tasks}", disable=not self.cfg.progress,
                    mininterval=1.0, leave=False)
         base_step = task.id * iters
+        autocast = self.autocast()
         for it in bar:
             if pos + bs > n:  # a new epoch: fresh seeded permutation, no per-sample Python
                 perm, pos = torch.randperm(n, generator=self.rng, device=self.device), 0
             idx = perm[pos : pos + bs]
             pos += bs
             x, y = task.batch("train", idx, train_aug=True, generator=self.rng)
-            losses = m.step(x, y, task.id)
+            with autocast:
+                losses = m.step(x, y, task.id)
             if self.cfg.log_every and (it + 1) % self.cfg.log_every == 0:
                 vals = {k: float(v) for k, v in losses.items()}  # the only host sync, every log_every steps
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()}, refresh=False)

@@ -211,9 +211,11 @@ class WeightGenerator(nn.Module):
             if task_ids is None:
                 raise ValueError("either task_ids or embeddings is required")
             cond = self._embeddings(task_ids)
-        hidden = self.hidden_features(cond, delta=delta)
-        weight, bias = self.output_layer(delta)
-        out = F.linear(hidden, weight, bias)  # [n, chunks, chunk_size]
+        # Generated weights and regularizer targets stay fp32 under a bf16 autocast of the target nets.
+        with torch.autocast(device_type=cond.device.type, enabled=False):
+            hidden = self.hidden_features(cond.float(), delta=delta)
+            weight, bias = self.output_layer(delta)
+            out = F.linear(hidden, weight, bias)  # [n, chunks, chunk_size]
         return out.reshape(out.shape[0], -1)[:, : self.n_target_params]
 
     # ------------------------------------------------- functional hypernetwork

@@ -235,8 +235,14 @@ class OutputRegularizer:
         """``beta/|S| * sum_{k in S} ||gen(e_k; theta + delta) - W_k*||^2`` as a 0-dim tensor (a zero leaf if no past tasks or beta == 0).
 
         No host-device synchronisation. ``generator`` seeds the subset draw; ``fast`` overrides
-        the constructor's choice for this call.
+        the constructor's choice for this call. Always computed in fp32 (also under autocast).
         """
+        dev = next(iter(gen.hnet_parameters())).device
+        with torch.autocast(device_type=dev.type, enabled=False):
+            return self._penalty(gen, delta=delta, generator=generator, fast=fast)
+
+    def _penalty(self, gen: WeightGenerator, *, delta: Sequence[Tensor] | None,
+                 generator: torch.Generator | None, fast: bool | None) -> Tensor:
         if self.n_past == 0 or self.beta == 0.0:
             p = next(iter(gen.hnet_parameters()))
             return torch.zeros((), device=p.device, dtype=p.dtype, requires_grad=True)

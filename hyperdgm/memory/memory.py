@@ -151,15 +151,16 @@ class GenerativeMemory(nn.Module):
         gan = self.model_type == "gan"
         betas = tuple(c["gan"]["betas"]) if gan else (0.9, 0.999)
         lr_g = float(c["gan"]["lr_g"] if gan else c["lr"])
-        self._opts = {"gen": torch.optim.Adam(p.theta_parameters(), lr=lr_g, betas=betas)}
+        fused = True if self.device.type in ("cpu", "cuda") else None  # fused Adam: fewer passes per step
+        adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=betas, fused=fused)  # noqa: E731
+        self._opts = {"gen": adam(p.theta_parameters(), lr_g)}
         task_params = p.task_parameters(task_id)
         if task_params:
-            self._opts["emb"] = torch.optim.Adam(task_params, lr=float(c["emb_lr"]), betas=betas)
+            self._opts["emb"] = adam(task_params, float(c["emb_lr"]))
         if self.encoder is not None:
-            self._opts["aux"] = torch.optim.Adam(self.encoder.parameters(), lr=float(c["lr"]))
+            self._opts["aux"] = torch.optim.Adam(self.encoder.parameters(), lr=float(c["lr"]), fused=fused)
         if self.discriminator is not None:
-            self._opts["aux"] = torch.optim.Adam(self.discriminator.parameters(), lr=float(c["gan"]["lr_d"]),
-                                                 betas=betas)
+            self._opts["aux"] = adam(self.discriminator.parameters(), float(c["gan"]["lr_d"]))
 
     def end_task(self, task_id: int) -> None:
         self.protection.end_task(self, task_id)

@@ -69,7 +69,8 @@ class HNet(Method):
             self.target.add_bn_stats()  # batch-norm statistics are per task (they cannot be generated)
         self.opt = make_optimizer(self.gen.hnet_parameters(), self.cfg)
         # Only the current embedding is trained (its own Adam, as in the reference code); old ones stay fixed.
-        self.emb_opt = torch.optim.Adam([self.gen.task_embedding(t)], lr=float(self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))))
+        self.emb_opt = make_optimizer([self.gen.task_embedding(t)],
+                                      {**self.cfg, "lr": self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))})
 
     def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
         w = self.gen(task_id) if weights is None else weights
