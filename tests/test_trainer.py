@@ -55,8 +55,8 @@ def test_finetune_forgets_joint_does_not_and_mlflow_has_it(data_root, tmp_path):
 
 
 def test_cl1_multihead_keeps_more_than_cl3(data_root, tmp_path):
-    cl1 = run_experiment(quick_cfg(data_root, tmp_path, "scenario=cl1", "tracking=none"), tmp_path / "a")
-    cl3 = run_experiment(quick_cfg(data_root, tmp_path, "scenario=cl3", "tracking=none"), tmp_path / "b")
+    cl1 = run_experiment(quick_cfg(data_root, tmp_path, "method=finetune", "scenario=cl1", "tracking=none"), tmp_path / "a")
+    cl3 = run_experiment(quick_cfg(data_root, tmp_path, "method=finetune", "scenario=cl3", "tracking=none"), tmp_path / "b")
     assert cl1.summary["acc_avg"] > cl3.summary["acc_avg"] + 20
 
 
