@@ -59,6 +59,11 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> Result:
         log.info("resuming %s with its saved config", resume_dir)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    if cfg.get("deterministic"):
+        # Bit-identical reruns and resumes on GPUs too (slower kernels where torch has alternatives).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     device = resolve_device(cfg.get("device", "auto"))
     seed = int(cfg.seed)
 

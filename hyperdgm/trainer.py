@@ -134,7 +134,7 @@ class Trainer:
             if state[key] != mine:
                 raise ValueError(f"checkpoint {path} is for {key}={state[key]!r}, not {mine!r}")
         self.method.load_checkpoint_state(state["method"])
-        self.R = state["R"].numpy().copy()
+        self.R = state["R"].cpu().numpy().copy()
         self.task_times = list(state["task_times"])
         self.start_task = int(state["task"]) + 1
         log.info("resumed from %s: continuing at task %d", path, self.start_task)
