@@ -75,7 +75,9 @@ class MLflowTracker(Tracker):
         mlflow.set_tracking_uri(self.uri)
         if mlflow.get_experiment_by_name(experiment) is None:
             loc = (self.artifact_root / experiment).as_uri() if self.artifact_root and self.uri.startswith("sqlite") else None
-            mlflow.create_experiment(experiment, artifact_location=loc)
+            # tag the experiment as model training so the UI opens on its runs table, not the GenAI view
+            mlflow.create_experiment(experiment, artifact_location=loc,
+                                     tags={"mlflow.experimentKind": "custom_model_development"})
         mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
