@@ -55,7 +55,7 @@ class TargetNet(nn.Module):
         c, h, w = self.input_shape
         if self.arch == "mlp":
             self.net = mnets.MLP(
-                n_in=c * h * w, n_out=n_out, hidden_layers=tuple(hidden), activation_fn=activation(act),
+                n_in=c * h * w, n_out=n_out, hidden_layers=tuple(hidden if hidden is not None else (400, 400)), activation_fn=activation(act),
                 no_weights=no_weights, dropout_rate=dropout, verbose=False,
             )
         elif self.arch == "resnet32":
