@@ -350,30 +350,31 @@ def adam_lookahead(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -
         wd = _scalar(g.get("weight_decay", 0.0))
         state = optimizer.state.get(p, {})
         if isinstance(optimizer, torch.optim.Adam):  # AdamW subclasses Adam
+            # Few temporaries, updated in place: the hnet's output layer is large and every fresh
+            # multi-MB CPU tensor costs page faults (this runs once per training step).
             beta1, beta2 = (_scalar(b) for b in g["betas"])
             decoupled = g.get("decoupled_weight_decay", False) or isinstance(optimizer, torch.optim.AdamW)
-            change = torch.zeros_like(p)
-            if wd != 0:
-                if decoupled:
-                    change = -lr * wd * p.detach()
-                else:
-                    grad = grad + wd * p.detach()
+            if wd != 0 and not decoupled:
+                grad = grad + wd * p.detach()
             if len(state) == 0 or "exp_avg" not in state:
                 step = 1.0
-                m = (1 - beta1) * grad
-                v = (1 - beta2) * grad * grad
-                vmax = v
+                m = grad * (1 - beta1)
+                v = grad * grad
+                v.mul_(1 - beta2)
             else:
                 step = _scalar(state["step"]) + 1.0
                 m = torch.lerp(state["exp_avg"], grad, 1 - beta1)
-                v = state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad
-                vmax = torch.maximum(state["max_exp_avg_sq"], v) if g.get("amsgrad", False) else v
-            if not g.get("amsgrad", False):
-                vmax = v
+                v = state["exp_avg_sq"] * beta2
+                v.addcmul_(grad, grad, value=1 - beta2)
+                if g.get("amsgrad", False):
+                    torch.maximum(state["max_exp_avg_sq"], v, out=v)
             bc1 = 1 - beta1 ** step
             bc2 = 1 - beta2 ** step
-            denom = vmax.sqrt() / math.sqrt(bc2) + g["eps"]
-            out.append(change - (lr / bc1) * m / denom)
+            denom = v.sqrt_().div_(math.sqrt(bc2)).add_(g["eps"])
+            change = m.div_(denom).mul_(-lr / bc1)
+            if wd != 0 and decoupled:
+                change.add_(p.detach(), alpha=-lr * wd)
+            out.append(change)
         elif isinstance(optimizer, torch.optim.SGD):
             if wd != 0:
                 grad = grad + wd * p.detach()
