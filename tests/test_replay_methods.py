@@ -87,3 +87,12 @@ def test_hnet_r_resume_equals_uninterrupted(data_root, tmp_path):
     cfg.trainer.stop_after = None
     resumed = run_experiment(cfg, tmp_path / "elsewhere")
     np.testing.assert_array_equal(resumed.R, full.R)
+
+
+def test_hnet_r_with_gan_memory_runs(data_root, tmp_path):
+    """The replay model is a config choice: a conditional LSGAN whose generator weights come from the hnet."""
+    r = run_experiment(quick_cfg(data_root, tmp_path, "method=hnet_r", "method.memory.model=gan", *SMALL_MEMORY,
+                                 "scenario=cl3", "tracking=none", "benchmark.n_tasks=2", "trainer.iters_per_task=10",
+                                 "trainer.checkpoint=false"), tmp_path / "g")
+    assert not np.isnan(r.R[1, 0])
+    assert r.param_counts["memory_discriminator"] > 0 and r.param_counts["memory_encoder"] == 0
