@@ -28,6 +28,17 @@ def test_hnet_resnet32_keeps_batchnorm_statistics_per_task(cifar10_root, tmp_pat
     assert not torch.equal(module[means[0]], module[means[1]])
     # the paper's setup: the hnet maps (task, chunk) embeddings straight to 7000 outputs, compressive
     assert res.param_counts["compression_ratio"] < 1.0
+    # a fresh method grows to the checkpoint's shape (embeddings + statistics slots) and loads it
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.experiment import method_config
+    from hyperdgm.methods import build_method
+    from hyperdgm.scenarios import make_scenario
+
+    bench = build_benchmark("split_cifar10", cifar10_root, n_tasks=2, train_limit=8, test_limit=8)
+    fresh = build_method(method_config(cfg))
+    fresh.setup(bench, make_scenario("cl1", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    fresh.load_checkpoint_state(ck["method"])
+    assert torch.equal(fresh.target.net.batchnorm_layers[0].get_stats(1)[0], module[means[1]])
 
 
 def test_hnet_r_conv_memory_on_cifar10(cifar10_root, tmp_path):

@@ -126,13 +126,16 @@ class HNet(Method):
             "compression_ratio_with_embeddings": c["compression_ratio_with_embeddings"],
         }
 
-    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
-        n = int(state["n_seen"])
-        while self.gen.n_tasks < n:  # grow to the saved shape before loading
+    def grow_to(self, n: int) -> None:
+        """Add task embeddings (and batch-norm statistics slots) up to ``n`` tasks, e.g. before loading a checkpoint."""
+        while self.gen.n_tasks < n:
             self.gen.add_task()
         if self.target.has_bn_stats:
-            for _ in range(n - 1):
+            for _ in range(n - int(self.target.net.batchnorm_layers[0].num_stats)):
                 self.target.add_bn_stats()
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.grow_to(int(state["n_seen"]))
         super().load_checkpoint_state(state)
 
 

@@ -65,6 +65,15 @@ def distillation_probs(student: Tensor, probs: Tensor, temperature: float) -> Te
     return -(probs * torch.log_softmax(student / temperature, dim=1)).sum(1).mean() * temperature**2
 
 
+def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.device) -> GenerativeMemory:
+    """The generative memory of a method's ``memory`` config; ``arch: auto`` picks conv for RGB inputs."""
+    mcfg = dict(cfg or {})
+    shape = tuple(benchmark.tasks[0].input_shape)
+    if mcfg.get("arch") in (None, "auto"):
+        mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
+    return GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+
+
 def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
     """Log a grid of replayed samples, one row per task learned so far (fixed noise across tasks)."""
     if memory.n_begun == 0:
@@ -96,11 +105,7 @@ class ReplayClassifier(ClassifierMethod):
         self.pixels = PixelSpace(benchmark.tasks[0], device)
         self.teacher = None
         if self.uses_memory:
-            mcfg = dict(self.cfg.get("memory") or {})
-            shape = tuple(benchmark.tasks[0].input_shape)
-            if mcfg.get("arch") in (None, "auto"):
-                mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
-            self.memory = GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+            self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
 
     # -- lifecycle -----------------------------------------------------------------------
     def begin_task(self, task) -> None:

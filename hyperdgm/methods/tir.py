@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..memory import GenerativeMemory
 from ..nets import TargetNet
 from .base import make_optimizer
 from .hnet import HNet
 from .inference import assemble
-from .replay import PixelSpace, log_replay_grid
+from .replay import PixelSpace, build_memory, log_replay_grid
 
 
 class HNetTIR(HNet):
@@ -39,11 +38,7 @@ class HNetTIR(HNet):
                              act=net.get("act", "relu")).to(device)
         self.tir_cfg = {"lr": tcfg.get("lr", self.cfg.get("lr", 1e-3)), "n_replay": tcfg.get("n_replay", 128),
                         "w_replay": tcfg.get("w_replay", 0.5)}
-        mcfg = dict(self.cfg.get("memory") or {})
-        shape = tuple(benchmark.tasks[0].input_shape)
-        if mcfg.get("arch") in (None, "auto"):
-            mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
-        self.memory = GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+        self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
         self.pixels = PixelSpace(benchmark.tasks[0], device)
 
     def begin_task(self, task) -> None:
@@ -110,13 +105,8 @@ class HNetTIR(HNet):
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         self.memory.load_checkpoint_state(state["memory"])
-        n = int(state["n_seen"])
-        while self.gen.n_tasks < n:
-            self.gen.add_task()
-        if self.target.has_bn_stats:
-            for _ in range(n - 1):
-                self.target.add_bn_stats()
-        self.n_seen = n
+        self.grow_to(int(state["n_seen"]))
+        self.n_seen = int(state["n_seen"])
         missing, unexpected = self.load_state_dict(state["module"], strict=False)
         bad = [k for k in missing if not k.startswith("memory.")] + list(unexpected)
         if bad:
