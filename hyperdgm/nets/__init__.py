@@ -11,6 +11,7 @@ import warnings
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class TargetNet(nn.Module):
         self.arch = arch.lower()
         self.input_shape = tuple(int(s) for s in input_shape)
         c, h, w = self.input_shape
+        self._act = activation(act)
+        # plain MLPs run as a chain of F.linear (hypnettorch's forward adds per-call Python overhead)
+        self._plain_mlp = self.arch == "mlp" and dropout == -1
         if self.arch == "mlp":
             self.net = mnets.MLP(
                 n_in=c * h * w, n_out=n_out, hidden_layers=tuple(hidden if hidden is not None else (400, 400)), activation_fn=activation(act),
@@ -90,6 +94,15 @@ class TargetNet(nn.Module):
             bn.checkpoint_stats()
 
     def forward(self, x: Tensor, weights: Sequence[Tensor] | None = None, condition: int | None = None) -> Tensor:
+        if self._plain_mlp:
+            w = list(self.net.internal_params) if weights is None else weights
+            h = x.flatten(1)
+            n = len(w) // 2
+            for i in range(n):  # hypnettorch's layout: W0, b0, W1, b1, ...
+                h = F.linear(h, w[2 * i], w[2 * i + 1])
+                if i < n - 1:
+                    h = self._act(h)
+            return h
         if self.arch == "mlp":
             x = x.flatten(1)
         else:  # hypnettorch conv nets read flattened channels-last images
