@@ -197,3 +197,30 @@ def test_registry_and_param_counts():
     assert full.param_counts()["generator_trainable"] == 552904 + 96
     own = GenerativeMemory(dict(protection="none"), (1, 28, 28), n_tasks=5).param_counts()
     assert own["generator_trainable"] == own["generator_target"]
+
+
+def test_sample_replay_uses_weights_frozen_at_task_start():
+    """Replay during a task sees earlier tasks as they were when the task began; live sampling moves on."""
+    import torch
+
+    from hyperdgm.memory import GenerativeMemory
+
+    torch.manual_seed(0)
+    cfg = {"protection": "none", "enc_hidden": [32], "dec_hidden": [32], "latent_dim": 4}
+    mem = GenerativeMemory(cfg, (1, 8, 8), n_tasks=3)
+    x = torch.rand(16, 1, 8, 8)
+    mem.begin_task(0)
+    for _ in range(3):
+        mem.step(x, 0)
+    mem.end_task(0)
+    mem.begin_task(1)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    before, ids = mem.sample_replay([0], 5, generator=g())
+    for _ in range(5):
+        mem.step(x, 1)
+    after, _ = mem.sample_replay([0], 5, generator=g())
+    live, _ = mem.sample_tasks([0], 5, generator=g())
+    assert torch.equal(before, after) and ids.tolist() == [0] * 5
+    assert not torch.allclose(after, live)
+    mem.end_task(1)
+    assert torch.equal(mem.sample_replay([0], 5, generator=g())[0], mem.sample_tasks([0], 5, generator=g())[0])

@@ -105,6 +105,7 @@ class GenerativeMemory(nn.Module):
         self.n_begun = 0
         self.current_task: int | None = None
         self._opts: dict[str, torch.optim.Optimizer] = {}
+        self._frozen: list[list[Tensor]] | None = None  # generator weights of earlier tasks, see sample_replay
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -145,6 +146,7 @@ class GenerativeMemory(nn.Module):
         if not 0 <= task_id < self.cond_dim:
             raise ValueError(f"task id {task_id} out of range (cond_dim={self.cond_dim})")
         self.protection.begin_task(self, task_id)
+        self._freeze_replay(task_id)
         self.current_task = int(task_id)
         self.n_begun = max(self.n_begun, task_id + 1)
         c, p = self.cfg, self.protection
@@ -164,6 +166,7 @@ class GenerativeMemory(nn.Module):
 
     def end_task(self, task_id: int) -> None:
         self.protection.end_task(self, task_id)
+        self._frozen = None
 
     # -- training --------------------------------------------------------------------------
     def _vae_terms(self, x: Tensor, blocks: Blocks) -> tuple[Tensor, Tensor, Tensor]:
@@ -248,6 +251,34 @@ class GenerativeMemory(nn.Module):
         """``n_per_task`` samples of each task (one batched weight call) and their task ids ``[N]``."""
         blocks = [(int(t), int(n_per_task)) for t in task_ids]
         return self.generate(blocks, generator=generator), self._ids(blocks)
+
+    @torch.no_grad()
+    def _freeze_replay(self, task_id: int) -> None:
+        """Keep the generator weights of tasks ``< task_id`` as they are when ``task_id`` begins.
+
+        A learner replaying while this memory trains on the new task then sees the memory of the
+        earlier tasks as it was (as in the reference codes, whose classifier learns against a fixed
+        generator), and no weights are generated per replay step.
+        """
+        self._frozen = None
+        if task_id > 0:
+            ws = self.protection.weights(list(range(task_id)))
+            ws = ws[:1] if self.protection.shared_weights else ws
+            self._frozen = [[w.detach().clone() for w in lst] for lst in ws]
+
+    @torch.no_grad()
+    def sample_replay(self, task_ids: Sequence[int], n_per_task: int,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Like :meth:`sample_tasks` for replay during a task: earlier tasks come from the weights
+        frozen when the current task began (live weights outside a task)."""
+        frozen = self._frozen
+        ids = [int(t) for t in task_ids]
+        shared = self.protection.shared_weights
+        if frozen is None or (not shared and not all(0 <= t < len(frozen) for t in ids)):
+            return self.sample_tasks(ids, n_per_task, generator=generator)
+        blocks = [(t, int(n_per_task)) for t in ids]
+        weights = [frozen[0]] * len(ids) if self.protection.shared_weights else [frozen[t] for t in ids]
+        return self.generate(blocks, weights=weights, generator=generator), self._ids(blocks)
 
     @torch.no_grad()
     def sample_grid(self, task_ids: Sequence[int], n_per_task: int = 8, pad: int = 1, seed: int = 0) -> Tensor:

@@ -126,7 +126,7 @@ class ReplayClassifier(ClassifierMethod):
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
         """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids."""
         per = math.ceil(int(self.rcfg["n_replay"]) / task_id)
-        x, ids = self.memory.sample_tasks(list(range(task_id)), per, generator=self.rng)
+        x, ids = self.memory.sample_replay(list(range(task_id)), per, generator=self.rng)
         return self.pixels.from_unit(x), ids
 
     def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:

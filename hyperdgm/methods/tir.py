@@ -61,7 +61,7 @@ class HNetTIR(HNet):
             cur = F.cross_entropy(self.tir(x)[:, :n_seen],
                                   torch.full_like(y, task_id))
             per = math.ceil(int(self.tir_cfg["n_replay"]) / task_id)
-            xr, ids = self.memory.sample_tasks(list(range(task_id)), per, generator=self.rng)
+            xr, ids = self.memory.sample_replay(list(range(task_id)), per, generator=self.rng)
             rep = F.cross_entropy(self.tir(self.pixels.from_unit(xr))[:, :n_seen], ids)
             w = float(self.tir_cfg["w_replay"])
             loss = (1 - w) * cur + w * rep
