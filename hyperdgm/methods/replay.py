@@ -74,6 +74,21 @@ def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.de
     return GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
 
 
+def replay_from_memory(memory: GenerativeMemory, pixels: "PixelSpace", task_id: int, n_replay: int,
+                       rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n_replay`` replayed inputs (normalised as the data), split evenly over tasks ``0..task_id-1``, and their task ids."""
+    per = math.ceil(int(n_replay) / task_id)
+    x, ids = memory.sample_replay(list(range(task_id)), per, generator=rng)
+    return pixels.from_unit(x), ids
+
+
+def train_memory_step(memory: GenerativeMemory, pixels: "PixelSpace", x: Tensor, task_id: int,
+                      out: dict[str, Tensor]) -> None:
+    """One step of the memory on current data; its losses go into ``out`` under ``memory/``."""
+    for k, v in memory.step(pixels.to_unit(x), task_id).items():
+        out[f"memory/{k}"] = v
+
+
 def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
     """Log a grid of replayed samples, one row per task learned so far (fixed noise across tasks)."""
     if memory.n_begun == 0:
@@ -125,9 +140,7 @@ class ReplayClassifier(ClassifierMethod):
     # -- replay --------------------------------------------------------------------------
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
         """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids."""
-        per = math.ceil(int(self.rcfg["n_replay"]) / task_id)
-        x, ids = self.memory.sample_replay(list(range(task_id)), per, generator=self.rng)
-        return self.pixels.from_unit(x), ids
+        return replay_from_memory(self.memory, self.pixels, task_id, self.rcfg["n_replay"], self.rng)
 
     def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:
         """Loss of the classifier on replayed inputs against the old classifier's outputs."""
@@ -171,8 +184,7 @@ class ReplayClassifier(ClassifierMethod):
         self.opt.step()
         out["loss"] = loss.detach()
         if self.train_memory:
-            for k, v in self.memory.step(self.pixels.to_unit(x), task_id).items():
-                out[f"memory/{k}"] = v
+            train_memory_step(self.memory, self.pixels, x, task_id, out)
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------

@@ -8,7 +8,6 @@ picks the task; that task's generated weights classify the input.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
@@ -19,7 +18,7 @@ from ..nets import TargetNet
 from .base import make_optimizer
 from .hnet import HNet
 from .inference import assemble
-from .replay import PixelSpace, build_memory, log_replay_grid
+from .replay import PixelSpace, build_memory, log_replay_grid, replay_from_memory, train_memory_step
 
 
 class HNetTIR(HNet):
@@ -60,17 +59,15 @@ class HNetTIR(HNet):
             n_seen = task_id + 1
             cur = F.cross_entropy(self.tir(x)[:, :n_seen],
                                   torch.full_like(y, task_id))
-            per = math.ceil(int(self.tir_cfg["n_replay"]) / task_id)
-            xr, ids = self.memory.sample_replay(list(range(task_id)), per, generator=self.rng)
-            rep = F.cross_entropy(self.tir(self.pixels.from_unit(xr))[:, :n_seen], ids)
+            xr, ids = replay_from_memory(self.memory, self.pixels, task_id, self.tir_cfg["n_replay"], self.rng)
+            rep = F.cross_entropy(self.tir(xr)[:, :n_seen], ids)
             w = float(self.tir_cfg["w_replay"])
             loss = (1 - w) * cur + w * rep
             loss.backward()
             self.tir_opt.step()
             out["tir_loss"] = loss.detach()
         if self.train_memory:
-            for k, v in self.memory.step(self.pixels.to_unit(x), task_id).items():
-                out[f"memory/{k}"] = v
+            train_memory_step(self.memory, self.pixels, x, task_id, out)
         return out
 
     @torch.no_grad()
