@@ -180,9 +180,10 @@ class Trainer:
         self.rng.manual_seed(seed)
         m = self.method
         m.train()
-        m.begin_task(task)
         n, bs = len(task.train), min(self.cfg.batch_size, len(task.train))
         iters = self.n_iters(task)
+        m.plan_task(iters, bs)  # schedules inside a method (e.g. DGM's annealing) need the task's length
+        m.begin_task(task)
         perm, pos = None, n
         bar = tqdm(range(iters), desc=f"task {task.id + 1}/{self.benchmark.n_tasks}", disable=not self.cfg.progress,
                    mininterval=1.0, leave=False)

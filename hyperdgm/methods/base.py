@@ -43,6 +43,11 @@ class Method(nn.Module):
         self.device = device
         self.rng = rng
 
+    def plan_task(self, n_iters: int, batch_size: int) -> None:
+        """Told by the trainer before :meth:`begin_task`: steps and batch size of the coming task."""
+        self.task_iters = int(n_iters)
+        self.batch_size = int(batch_size)
+
     def begin_task(self, task: Any) -> None:
         self.current_task = task.id
         self.n_seen = task.id + 1
