@@ -152,8 +152,9 @@ def test_conv_variant_step(model, protection):
         assert all(torch.isfinite(v) for v in out.values()), out
     if protection == "replay":
         assert "replay_loss" in out
+        assert mem.snapshot is not None and mem.snapshot.shared  # self-replay draws from the task-start snapshot
         fresh = _roundtrip(mem, cfg, (3, 32, 32), 2)
-        assert fresh.protection.frozen is not None
+        assert fresh.protection.n_past == 1
         z = torch.randn(4, LATENT)
         assert torch.equal(fresh.sample(0, 4, z=z), mem.sample(0, 4, z=z))
     assert mem.sample(1, 4).shape == (4, 3, 32, 32)

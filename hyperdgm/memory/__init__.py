@@ -1,9 +1,14 @@
-"""Generative memory: task-conditioned replay models (VAE / LSGAN) whose generator is guarded by a protection."""
+"""Generative memory: conditional replay models (VAE / LSGAN / AC-GAN) whose generator is guarded by a protection."""
+from .bodies import BODIES, Body, DCGANBody, MLPBody, ParamMeta, build_body
+from .dgm import DgmA, DgmW
 from .memory import DEFAULT_CFG, GenerativeMemory, memory_config
-from .protection import (PROTECTIONS, HnetProtection, NoProtection, OwnWeights, Protection, ReplayProtection,
-                         build_protection, register_protection)
+from .protection import (PROTECTIONS, GeneratorView, HnetProtection, NoProtection, OwnWeights, Protection,
+                         ReplayProtection, Snapshot, build_protection, register_protection)
+from .replay_models import REPLAY_MODELS, ACGANModel, LSGANModel, ReplayModel, VAEModel
 
 __all__ = [
     "GenerativeMemory", "DEFAULT_CFG", "memory_config", "Protection", "OwnWeights", "HnetProtection",
-    "ReplayProtection", "NoProtection", "PROTECTIONS", "build_protection", "register_protection",
+    "ReplayProtection", "NoProtection", "DgmW", "DgmA", "PROTECTIONS", "build_protection", "register_protection",
+    "GeneratorView", "Snapshot", "Body", "MLPBody", "DCGANBody", "ParamMeta", "build_body", "BODIES",
+    "ReplayModel", "VAEModel", "LSGANModel", "ACGANModel", "REPLAY_MODELS",
 ]

@@ -1,7 +1,16 @@
-"""The generative memory: a task-conditioned replay model (VAE or LSGAN) plus its protection."""
+"""The generative memory: a replay model (VAE, LSGAN, AC-GAN) whose generator a protection guards.
+
+``GenerativeMemory = ReplayModel + Protection + snapshot + sampling``: the replay model owns the
+losses, auxiliary nets and step schedule (:mod:`.replay_models`); the protection owns the body's
+weights and runs in the one hook sequence (:mod:`.protection`, :mod:`hyperdgm.hooks`); the memory
+keeps the generator *body* (:mod:`.bodies`, which may grow between tasks), one public
+:class:`~.protection.Snapshot` of the generator as the task began (used by self-replay and frozen
+replay alike) and sampling conditioned by a tensor (task ids or class labels).
+"""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hnet import adam_lookahead
-from .models import (build_body, build_discriminator, build_encoder, lsgan_d_loss, lsgan_g_loss, vae_loss)
-from .protection import Blocks, Protection, build_protection
+from ..hooks import protected_step
+from .bodies import build_body
+from .protection import Blocks, Protection, Snapshot, build_protection
+from .replay_models import ReplayModel, build_replay_model
 
 __all__ = ["GenerativeMemory", "DEFAULT_CFG", "memory_config"]
 
@@ -19,17 +29,19 @@ _FORMAT = "hyperdgm.GenerativeMemory"
 
 #: Defaults = split-MNIST HNET+R replay VAE of hypercl (notes/hypercl_presets.md §1, §2, §4).
 DEFAULT_CFG: dict[str, Any] = {
-    "model": "vae",            # vae | gan
-    "arch": "mlp",             # mlp | conv (conv: 32x32 images)
+    "model": "vae",            # vae | gan (LSGAN) | acgan (AC-GAN with WGAN-GP)
+    "arch": "mlp",             # generator body: mlp | conv (32x32) | dcgan (DGM's, 32x32, per-task BN, per-class heads)
+    "condition": "task",       # the generator's one-hot condition: task (task id) | class (class label)
     "latent_dim": 100,
     "enc_hidden": [400, 400],  # VAE encoder; also the MLP discriminator unless gan.d_hidden
     "dec_hidden": [250, 350],  # decoder / generator (mlp)
     "activation": "relu",      # hidden activation of MLP decoder / encoder
     "conv_channels": 64,       # base width of the conv nets (4c, 2c, c)
-    "cond_dim": 100,           # one-hot condition size (hypercl: 100); at least n_tasks is used
+    "ngf": 6,                  # base width of the dcgan generator (4ngf, 2ngf, ngf)
+    "cond_dim": 100,           # one-hot condition size (hypercl: 100); at least the number of conditions is used
     "lr": 0.001,               # decoder weights / hnet theta, and encoder
-    "emb_lr": 0.001,           # current task embedding (hnet)
-    "protection": "hnet",      # hnet | replay | none
+    "emb_lr": 0.001,           # current task embedding (hnet, DGM masks)
+    "protection": "hnet",      # hnet | replay | none | dgm_w | dgm_a
     "beta": 0.01,
     "lookahead": True,
     "tasks_per_step": None,
@@ -38,7 +50,15 @@ DEFAULT_CFG: dict[str, Any] = {
              "task_emb_size": 96, "emb_init_std": 1.0},
     "gan": {"lr_d": 0.0001, "lr_g": 0.0001, "dropout_d": 0.4, "loss": "lsgan", "betas": [0.5, 0.999],
             "d_hidden": None},
+    # AC-GAN with WGAN-GP; defaults: DGM's MNIST config (cfg_mnist_dgmw.yml; MeRGAN: n_critic 5, gp 10)
+    "acgan": {"lr_d": 0.002, "lr_g": 0.002, "betas": [0.5, 0.999], "n_critic": 1, "gp": 1.0, "ndf": 32,
+              "d_norm": "batch", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
+    # DGM masks (Ostapenko et al. 2019); defaults: the official MNIST DGMw config
+    "dgm": {"smax": 10000.0, "lamb": 0.08, "anneal": "paper", "thres_cosh": 50.0, "expand": True,
+            "init_gain": 1.4142135623730951, "expand_std": 0.02, "init": "xavier"},
 }
+
+_NESTED = ("hnet", "gan", "acgan", "dgm")
 
 
 def _plain(x: Any) -> Any:
@@ -53,197 +73,212 @@ def _plain(x: Any) -> Any:
 
 
 def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``DEFAULT_CFG`` updated with ``cfg`` (one level deep for ``hnet`` / ``gan``); unknown nested keys raise."""
+    """``DEFAULT_CFG`` updated with ``cfg`` (one level deep for the nested blocks); unknown keys raise."""
     out = copy.deepcopy(DEFAULT_CFG)
     for k, v in _plain(dict(cfg or {})).items():
-        if k in ("hnet", "gan") and v is not None:
+        if k in _NESTED and v is not None:
             bad = set(v) - set(out[k])
             if bad:
-                raise ValueError(f"unknown {k} keys {sorted(bad)} (known: {sorted(out[k])})")
+                raise ValueError(f"unknown memory.{k} keys {sorted(bad)} (known: {sorted(out[k])})")
             out[k].update(v)
+        elif k not in out:
+            raise ValueError(f"unknown memory key {k!r} (known: {', '.join(sorted(out))})")
         else:
             out[k] = v
-    if out["model"] not in ("vae", "gan"):
-        raise ValueError(f"model must be vae or gan, got {out['model']!r}")
+    if out["model"] not in ("vae", "gan", "acgan"):
+        raise ValueError(f"memory.model must be vae, gan or acgan, got {out['model']!r}")
     if out["gan"]["loss"] != "lsgan":
         raise ValueError(f"only gan.loss=lsgan is implemented, got {out['gan']['loss']!r}")
+    if out["condition"] not in ("task", "class"):
+        raise ValueError(f"memory.condition must be task or class, got {out['condition']!r}")
     return out
 
 
 class GenerativeMemory(nn.Module):
-    """Task-conditioned replay model whose generator weights are owned by a :class:`Protection`.
+    """Conditional replay model whose generator weights are owned by a :class:`Protection`.
 
-    The body (VAE decoder / GAN generator) reads ``z ++ onehot(task, cond_dim)``;
-    ``cond_dim = max(cfg.cond_dim, n_tasks)``. Optimizers (Adam) are rebuilt in :meth:`begin_task`.
+    The body reads ``z ++ onehot(cond, cond_dim)``, ``cond`` a task id or a class label
+    (``condition``); ``cond_dim = max(cfg.cond_dim, number of conditions)``. ``task_classes`` maps a
+    task to its (global) classes, for ``condition=class``. Optimizers (Adam) are rebuilt in
+    :meth:`begin_task`.
     """
 
-    def __init__(self, cfg: Mapping[str, Any] | None, input_shape: Sequence[int], n_tasks: int) -> None:
+    def __init__(self, cfg: Mapping[str, Any] | None, input_shape: Sequence[int], n_tasks: int,
+                 task_classes: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         self.cfg = memory_config(cfg)
         c = self.cfg
         self.input_shape = tuple(int(s) for s in input_shape)
         self.n_tasks = int(n_tasks)
+        self.condition: str = c["condition"]
+        if self.condition == "class" and task_classes is None:
+            raise ValueError("memory.condition=class needs the classes of every task")
+        self.task_classes = [[int(k) for k in ks] for ks in (task_classes or [[t] for t in range(self.n_tasks)])]
+        self.n_classes = 1 + max(k for ks in self.task_classes for k in ks)
+        n_cond = self.n_tasks if self.condition == "task" else self.n_classes
         self.latent_dim = int(c["latent_dim"])
-        self.cond_dim = max(int(c["cond_dim"]), self.n_tasks)
+        self.cond_dim = max(int(c["cond_dim"]), n_cond)
         self.model_type: str = c["model"]
-        arch = c["arch"]
-        self.body = build_body(arch, self.latent_dim + self.cond_dim, self.input_shape, c["dec_hidden"],
-                               c["activation"], int(c["conv_channels"]))
-        self.body_shapes = self.body.param_shapes
-        self.encoder: nn.Module | None = None
-        self.discriminator: nn.Module | None = None
-        if self.model_type == "vae":
-            self.encoder = build_encoder(arch, self.input_shape, c["enc_hidden"], self.latent_dim, c["activation"],
-                                         int(c["conv_channels"]))
-        else:
-            g = c["gan"]
-            self.discriminator = build_discriminator(
-                arch, self.input_shape, g["d_hidden"] or c["enc_hidden"], self.cond_dim,
-                float(g["dropout_d"]), int(c["conv_channels"]))
+        self.body = build_body(c["arch"], self.latent_dim + self.cond_dim, self.input_shape, c["dec_hidden"],
+                               c["activation"], int(c["conv_channels"]), int(c["ngf"]))
+        self.model: ReplayModel = build_replay_model(c, self.input_shape, self.cond_dim, c["arch"] if c["arch"] != "dcgan" else "conv",
+                                                     self.n_classes)
         self.protection: Protection = build_protection(c["protection"], c)
-        self.protection.setup(self.body_shapes)
+        self.protection.setup(self.body, self)
+        self.growth: list[list[int]] = [list(self.body.widths)]  # widths after each growth (architecture history)
         self.n_begun = 0
         self.current_task: int | None = None
+        self.n_steps = 0
+        self.schedule: tuple[int, int] | None = None
+        self.snapshot: Snapshot | None = None
         self._opts: dict[str, torch.optim.Optimizer] = {}
-        self._frozen: list[list[Tensor]] | None = None  # generator weights of earlier tasks, see sample_replay
 
     # -- helpers ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.protection.theta_parameters()[0].device
 
+    @property
+    def encoder(self) -> nn.Module | None:
+        return getattr(self.model, "encoder", None)
+
+    @property
+    def discriminator(self) -> nn.Module | None:
+        return getattr(self.model, "discriminator", None)
+
     def _ids(self, blocks: Blocks) -> Tensor:
         """Task id of every row ``[N]`` (built on the device, no host sync)."""
         dev = self.device
         return torch.cat([torch.full((n,), t, dtype=torch.long, device=dev) for t, n in blocks])
 
-    def decode(self, z: Tensor, blocks: Blocks, weights: Sequence[Sequence[Tensor]]) -> Tensor:
-        """Body logits ``[N, C, H, W]`` for ``z`` ``[N, latent]`` whose rows are grouped by ``blocks``
-        (``(task, count)``), with ``weights[i]`` for block ``i``."""
+    def conditions(self, blocks: Blocks, generator: torch.Generator | None = None) -> Tensor:
+        """The condition of every row ``[N]``: its task id, or a class of its task drawn uniformly."""
+        if self.condition == "task":
+            return self._ids(blocks)
+        dev, out = self.device, []
+        for t, n in blocks:
+            ks = self.task_classes[t]
+            if len(ks) == 1:
+                out.append(torch.full((n,), ks[0], dtype=torch.long, device=dev))
+            else:
+                pick = torch.randint(len(ks), (n,), device=dev, generator=generator)
+                out.append(torch.tensor(ks, device=dev)[pick])
+        return torch.cat(out)
+
+    def progress(self) -> tuple[int, float, int]:
+        """``(epoch, fraction of the epoch done, epochs in the task)`` of the current step."""
+        if self.schedule is None:
+            return 0, 0.0, 1
+        iters, ipe = self.schedule
+        return self.n_steps // ipe, (self.n_steps % ipe) / ipe, max(1, math.ceil(iters / ipe))
+
+    def decode(self, z: Tensor, cond: Tensor, blocks: Blocks, weights: Sequence[Sequence[Tensor]],
+               batch_stats: bool = False) -> Tensor:
+        """Body logits ``[N, C, H, W]`` for ``z`` ``[N, latent]`` and conditions ``cond`` ``[N]`` whose rows
+        are grouped by ``blocks`` (``(task, count)``), with ``weights[i]`` for block ``i``."""
         eye = torch.eye(self.cond_dim, device=z.device, dtype=z.dtype)  # (F.one_hot syncs on CUDA)
-        h = torch.cat([z, eye.index_select(0, self._ids(blocks))], dim=1)
-        if self.protection.shared_weights:
+        h = torch.cat([z, eye.index_select(0, cond)], dim=1)
+        if self.protection.shared_weights and not self.body.per_task_modules:
             return self.body(h, weights[0])
         outs, s = [], 0
-        for (_, n), w in zip(blocks, weights):
-            outs.append(self.body(h[s:s + n], w))
+        for (t, n), w in zip(blocks, weights):
+            outs.append(self.body(h[s:s + n], w, task_id=t, cond=cond[s:s + n],
+                                  batch_stats=batch_stats and t == self.current_task))
             s += n
         return torch.cat(outs)
 
     def generate(self, blocks: Blocks, *, weights: Sequence[Sequence[Tensor]] | None = None,
-                 z: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                 cond: Tensor | None = None, z: Tensor | None = None, generator: torch.Generator | None = None,
+                 batch_stats: bool = False) -> Tensor:
         """Images in ``[0, 1]`` for ``blocks`` (with grad if weights require it); weights default to the protection's."""
         n = sum(c for _, c in blocks)
         if z is None:
             z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+        if cond is None:
+            cond = self.conditions(blocks, generator)
         if weights is None:
             weights = self.protection.weights([t for t, _ in blocks])
-        return torch.sigmoid(self.decode(z, blocks, weights))
+        return torch.sigmoid(self.decode(z, cond, blocks, weights, batch_stats))
 
     # -- lifecycle -------------------------------------------------------------------------
-    def begin_task(self, task_id: int) -> None:
-        """Protection's ``begin_task`` (adds the hnet embedding, snapshots), then fresh optimizers."""
-        if not 0 <= task_id < self.cond_dim:
-            raise ValueError(f"task id {task_id} out of range (cond_dim={self.cond_dim})")
-        self.protection.begin_task(self, task_id)
-        self._freeze_replay(task_id)
+    def begin_task(self, task_id: int, *, schedule: tuple[int, int] | None = None) -> None:
+        """Body and protection begin the task (per-task modules, embeddings, targets), the snapshot is
+        taken, fresh optimizers. ``schedule``: ``(iterations, iterations per epoch)`` of the task."""
+        if not 0 <= task_id < self.n_tasks:
+            raise ValueError(f"task id {task_id} out of range (n_tasks={self.n_tasks})")
+        dev = self.device
+        self.body.begin_task(task_id, self.task_classes[task_id])
+        self.body.to(dev)
+        self.protection.begin_task(task_id)
+        self._take_snapshot(task_id)
         self.current_task = int(task_id)
         self.n_begun = max(self.n_begun, task_id + 1)
-        c, p = self.cfg, self.protection
-        gan = self.model_type == "gan"
-        betas = tuple(c["gan"]["betas"]) if gan else (0.9, 0.999)
-        lr_g = float(c["gan"]["lr_g"] if gan else c["lr"])
-        fused = True if self.device.type in ("cpu", "cuda") else None  # fused Adam: fewer passes per step
+        self.n_steps = 0
+        self.schedule = None if schedule is None else (int(schedule[0]), max(1, int(schedule[1])))
+        lr_g, betas = self.model.generator_optim()
+        fused = True if dev.type in ("cpu", "cuda") else None  # fused Adam: fewer passes per step
         adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=betas, fused=fused)  # noqa: E731
+        p = self.protection
         self._opts = {"gen": adam(p.theta_parameters(), lr_g)}
         task_params = p.task_parameters(task_id)
         if task_params:
-            self._opts["emb"] = adam(task_params, float(c["emb_lr"]))
-        if self.encoder is not None:
-            self._opts["aux"] = torch.optim.Adam(self.encoder.parameters(), lr=float(c["lr"]), fused=fused)
-        if self.discriminator is not None:
-            self._opts["aux"] = adam(self.discriminator.parameters(), float(c["gan"]["lr_d"]))
+            self._opts["emb"] = adam(task_params, float(self.cfg["emb_lr"]))
+        own = self.body.own_parameters(task_id)
+        if own:
+            self._opts["own"] = adam(own, lr_g)
+        self.model.begin_task(task_id, dev)
 
-    def end_task(self, task_id: int) -> None:
-        self.protection.end_task(self, task_id)
-        self._frozen = None
+    def end_task(self, task_id: int, data: Any = None) -> None:
+        """The protection ends the task (``data``: the task, for protections that need it), then the body
+        grows if the protection asks for it."""
+        self.protection.end_task(task_id, data)
+        self.snapshot = None
+        widths = self.protection.new_widths(self.body)
+        if widths is not None and list(widths) != self.body.widths:
+            self._grow(widths)
+        self.current_task = None
+
+    def _grow(self, widths: Sequence[int]) -> None:
+        old = self.body.param_meta
+        self.body.grow(widths)
+        self.protection.expand(old, self.body.param_meta)
+        self.growth.append(list(self.body.widths))
+        self._opts = {}  # built anew, over the grown tensors, by the next begin_task
 
     # -- training --------------------------------------------------------------------------
-    def _vae_terms(self, x: Tensor, blocks: Blocks) -> tuple[Tensor, Tensor, Tensor]:
-        assert self.encoder is not None
-        mu, logvar = self.encoder(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        logits = self.decode(z, blocks, self.protection.weights([t for t, _ in blocks]))
-        return vae_loss(logits, x, mu, logvar)
+    def zero_grad_generator(self) -> None:
+        for o in self._opts.values():
+            o.zero_grad(set_to_none=True)
 
-    def _protect(self, task_id: int) -> Tensor:
-        """Penalty backward (with Adam lookahead) and ``after_backward``; returns the detached penalty."""
-        p = self.protection
-        pen = None
-        if p.has_penalty(task_id):
-            delta = adam_lookahead(self._opts["gen"], p.lookahead_parameters()) if p.lookahead else None
-            pen = p.penalty(self, task_id, delta=delta)
-            pen.backward()
-        p.after_backward(self)
-        return torch.zeros((), device=self.device) if pen is None else pen.detach()
+    def update_generator(self, loss: Tensor, extra: Sequence[torch.optim.Optimizer] = ()) -> Tensor:
+        """The hook sequence on the generator loss: backward, protection penalty (with lookahead),
+        gradient masks, every generator optimizer (and ``extra``) steps; returns the detached penalty."""
+        pen = protected_step(loss, [*self._opts.values(), *extra], [self.protection])
+        return torch.zeros((), device=self.device) if pen is None else pen
 
-    def step(self, x: Tensor, task_id: int) -> dict[str, Tensor]:
-        """One optimisation step on current real data ``x`` ``[B, C, H, W]`` in ``[0, 1]``; detached losses."""
+    def step(self, x: Tensor, task_id: int, cond: Tensor | None = None) -> dict[str, Tensor]:
+        """One optimisation step on current real data ``x`` ``[B, C, H, W]`` in ``[0, 1]`` with conditions
+        ``cond`` ``[B]`` (default: the task id, or the task's class); detached losses."""
         if self.current_task != task_id or not self._opts:
             raise RuntimeError(f"call begin_task({task_id}) before step")
         self.train()
         blocks: Blocks = [(int(task_id), int(x.shape[0]))]
-        rep = self.protection.replay(self, task_id, int(x.shape[0]))
-        for o in self._opts.values():
-            o.zero_grad(set_to_none=True)
-        if self.model_type == "vae":
-            out = self._vae_step(x, blocks, rep)
-        else:
-            out = self._gan_step(x, blocks, rep)
-        out["penalty"] = self._protect(task_id)
-        for o in self._opts.values():
-            o.step()
+        if cond is None:
+            cond = self.conditions(blocks)
+        rep = self.protection.replay(task_id, int(x.shape[0]))
+        out = self.model.step(self, x, cond, blocks, rep)
+        self.n_steps += 1
         return out
-
-    def _vae_step(self, x: Tensor, blocks: Blocks, rep: tuple[Tensor, Blocks, float] | None) -> dict[str, Tensor]:
-        loss, recon, kl = self._vae_terms(x, blocks)
-        out = {"recon": recon.detach(), "kl": kl.detach()}
-        total = loss
-        if rep is not None:
-            xr, br, w = rep
-            rloss, _, _ = self._vae_terms(xr, br)
-            total = (1 - w) * loss + w * rloss
-            out["replay_loss"] = rloss.detach()
-        total.backward()
-        out["loss"] = total.detach()
-        return out
-
-    def _gan_step(self, x: Tensor, blocks: Blocks, rep: tuple[Tensor, Blocks, float] | None) -> dict[str, Tensor]:
-        d = self.discriminator
-        assert d is not None
-        parts = [(x, blocks, 1.0)]
-        if rep is not None:
-            parts = [(x, blocks, 1 - rep[2]), (rep[0], rep[1], rep[2])]
-        fakes = [(self.generate(b), self._ids(b), xr, w) for xr, b, w in parts]
-        d_loss = sum(w * lsgan_d_loss(d(xr, ids), d(f.detach(), ids)) for f, ids, xr, w in fakes)
-        d_loss.backward()
-        self._opts["aux"].step()
-        self._opts["aux"].zero_grad(set_to_none=True)
-        g_loss = sum(w * lsgan_g_loss(d(f, ids)) for f, ids, _, w in fakes)
-        g_loss.backward()
-        for p in d.parameters():  # the G step must not move D (its optimizer steps again below)
-            p.grad = None
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "loss": g_loss.detach()}
 
     # -- sampling --------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, task_id: int, n: int, generator: torch.Generator | None = None,
-               z: Tensor | None = None) -> Tensor:
-        """``n`` images ``[n, C, H, W]`` in ``[0, 1]`` of task ``task_id`` (``z`` ``[n, latent]`` optional).
+               z: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        """``n`` images ``[n, C, H, W]`` in ``[0, 1]`` of task ``task_id`` (``z`` ``[n, latent]``, ``cond`` optional).
 
         ``generator`` must live on the memory's device.
         """
-        return self.generate([(int(task_id), int(n))], z=z, generator=generator)
+        return self.generate([(int(task_id), int(n))], z=z, cond=cond, generator=generator)
 
     @torch.no_grad()
     def sample_tasks(self, task_ids: Sequence[int], n_per_task: int,
@@ -253,32 +288,40 @@ class GenerativeMemory(nn.Module):
         return self.generate(blocks, generator=generator), self._ids(blocks)
 
     @torch.no_grad()
-    def _freeze_replay(self, task_id: int) -> None:
+    def _take_snapshot(self, task_id: int) -> None:
         """Keep the generator weights of tasks ``< task_id`` as they are when ``task_id`` begins.
 
         A learner replaying while this memory trains on the new task then sees the memory of the
         earlier tasks as it was (as in the reference codes, whose classifier learns against a fixed
-        generator), and no weights are generated per replay step.
+        generator), self-replay replays from it, and no weights are generated per replay step.
         """
-        self._frozen = None
+        self.snapshot = None
         if task_id > 0:
+            shared = self.protection.shared_weights
             ws = self.protection.weights(list(range(task_id)))
-            ws = ws[:1] if self.protection.shared_weights else ws
-            self._frozen = [[w.detach().clone() for w in lst] for lst in ws]
+            ws = ws[:1] if shared else ws
+            self.snapshot = Snapshot([[w.detach().clone() for w in lst] for lst in ws], shared)
+
+    @torch.no_grad()
+    def replay_batch(self, task_ids: Sequence[int], n_per_task: int,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Replay during a task: ``n_per_task`` samples of each of ``task_ids`` from the snapshot (live
+        weights outside a task), their task ids and their conditions (class labels or task ids)."""
+        ids = [int(t) for t in task_ids]
+        blocks = [(t, int(n_per_task)) for t in ids]
+        snap = self.snapshot
+        weights = snap.for_tasks(ids) if snap is not None and snap.covers(ids) else None
+        z = torch.randn(sum(n for _, n in blocks), self.latent_dim, device=self.device, generator=generator)
+        cond = self.conditions(blocks, generator)
+        return self.generate(blocks, weights=weights, z=z, cond=cond), self._ids(blocks), cond
 
     @torch.no_grad()
     def sample_replay(self, task_ids: Sequence[int], n_per_task: int,
                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Like :meth:`sample_tasks` for replay during a task: earlier tasks come from the weights
-        frozen when the current task began (live weights outside a task)."""
-        frozen = self._frozen
-        ids = [int(t) for t in task_ids]
-        shared = self.protection.shared_weights
-        if frozen is None or (not shared and not all(0 <= t < len(frozen) for t in ids)):
-            return self.sample_tasks(ids, n_per_task, generator=generator)
-        blocks = [(t, int(n_per_task)) for t in ids]
-        weights = [frozen[0]] * len(ids) if self.protection.shared_weights else [frozen[t] for t in ids]
-        return self.generate(blocks, weights=weights, generator=generator), self._ids(blocks)
+        """Like :meth:`sample_tasks` for replay during a task: earlier tasks come from the snapshot
+        taken when the current task began (live weights outside a task)."""
+        x, ids, _ = self.replay_batch(task_ids, n_per_task, generator)
+        return x, ids
 
     @torch.no_grad()
     def sample_grid(self, task_ids: Sequence[int], n_per_task: int = 8, pad: int = 1, seed: int = 0) -> Tensor:
@@ -296,8 +339,9 @@ class GenerativeMemory(nn.Module):
         ``generator_stored`` (targets / frozen copies kept for protection), ``encoder``, ``discriminator``,
         ``trainable`` (generator + encoder/discriminator) and ``compression_ratio`` = trainable / target
         of the generator."""
-        gen = self.protection.trainable_numel()
-        target = sum(int(torch.Size(s).numel()) for s in self.body_shapes)
+        own = self.body.own_numel()  # per-task / per-class modules of the body (DGM's batch norm, heads)
+        gen = self.protection.trainable_numel() + own
+        target = sum(m.numel for m in self.body.param_meta) + own
         enc = 0 if self.encoder is None else sum(p.numel() for p in self.encoder.parameters())
         disc = 0 if self.discriminator is None else sum(p.numel() for p in self.discriminator.parameters())
         return {
@@ -310,9 +354,10 @@ class GenerativeMemory(nn.Module):
     def checkpoint_state(self) -> dict[str, Any]:
         """Config, shapes, task counters and all weights/protection state (``weights_only``-loadable)."""
         return {
-            "format": _FORMAT, "version": 1, "cfg": copy.deepcopy(self.cfg),
+            "format": _FORMAT, "version": 2, "cfg": copy.deepcopy(self.cfg),
             "input_shape": list(self.input_shape), "n_tasks": self.n_tasks, "n_begun": self.n_begun,
-            "current_task": self.current_task,
+            "current_task": self.current_task, "arch": self.body.arch_state(),
+            "growth": [list(w) for w in self.growth],
             "module": {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in self.state_dict().items()},
         }
 
@@ -323,6 +368,13 @@ class GenerativeMemory(nn.Module):
         """
         if state.get("format") != _FORMAT:
             raise ValueError("not a GenerativeMemory checkpoint")
+        arch = state.get("arch")
+        if arch is not None:  # rebuild a grown body (and its per-task modules) before loading weights
+            old = self.body.param_meta
+            self.body.load_arch(arch)
+            self.body.to(self.device)
+            self.protection.expand(old, self.body.param_meta)
+            self.growth = [list(w) for w in state.get("growth", [self.body.widths])]
         self.protection.grow(int(state["n_begun"]))
         self.load_state_dict(state["module"])
         self.n_begun = int(state["n_begun"])

@@ -1,20 +1,17 @@
-"""Networks and losses of the replay models: a VAE and a conditional least-squares GAN.
+"""Auxiliary networks and losses of the replay models: VAE encoder, LSGAN and AC-GAN discriminators.
 
-The *body* (VAE decoder / GAN generator) has no weights of its own: it takes its weights as an
-argument, so that a protection (hypernetwork, own weights + frozen copy, masks, ...) decides where
-they come from. Its input is ``z`` concatenated with a task condition (one-hot), its output are
-logits ``[B, C, H, W]`` (``sigmoid`` gives images in ``[0, 1]``).
+The generator bodies live in :mod:`.bodies`; these nets are plain modules with their own weights.
 
-The auxiliary nets (VAE encoder, GAN discriminator) are plain modules with their own weights.
-
-* ``mlp``: hypnettorch ``mnets.MLP`` decoder (as in hypercl), MLP encoder / discriminator.
-* ``conv``: DCGAN-style, 32x32 images only: ``z+c -> 4x4 -> 8x8 -> 16x16 -> 32x32`` with
-  transposed convolutions (no batch norm: generated weights are task-specific, running stats
-  would not be); a mirrored strided-conv encoder / discriminator.
+* ``mlp``: MLP encoder / discriminator (as in hypercl).
+* ``conv``: strided-conv encoder / discriminator for 32x32 images.
+* :class:`ACDiscriminator`: DGM's / MeRGAN's AC-GAN discriminator, a WGAN critic head and an
+  auxiliary classification head on one conv trunk.
 """
 from __future__ import annotations
 
 import math
+
+import torch
 from collections.abc import Sequence
 
 import torch.nn.functional as F
@@ -23,63 +20,11 @@ from torch import Tensor, nn
 from ..nets import activation
 
 __all__ = [
-    "MLPDecoder", "ConvDecoder", "MLPTrunk", "ConvTrunk", "Encoder", "Discriminator",
-    "build_body", "build_encoder", "build_discriminator", "vae_loss", "lsgan_d_loss", "lsgan_g_loss",
+    "MLPTrunk", "ConvTrunk", "Encoder", "Discriminator", "ACDiscriminator", "build_encoder",
+    "build_discriminator", "vae_loss", "lsgan_d_loss", "lsgan_g_loss", "gradient_penalty",
 ]
 
 Shape = list[int]
-
-
-class MLPDecoder(nn.Module):
-    """Weightless MLP ``[B, in_dim] -> logits [B, *out_shape]`` (hypnettorch ``MLP(no_weights=True)``)."""
-
-    def __init__(self, in_dim: int, out_shape: Sequence[int], hidden: Sequence[int], act: str = "relu") -> None:
-        super().__init__()
-        from hypnettorch.mnets import MLP
-
-        self.out_shape = tuple(int(s) for s in out_shape)
-        self.net = MLP(n_in=int(in_dim), n_out=math.prod(self.out_shape), hidden_layers=tuple(int(h) for h in hidden),
-                       activation_fn=activation(act), no_weights=True, verbose=False)
-
-    @property
-    def param_shapes(self) -> list[Shape]:
-        return [list(map(int, s)) for s in self.net.param_shapes]
-
-    def forward(self, h: Tensor, weights: Sequence[Tensor]) -> Tensor:
-        return self.net.forward(h, weights=list(weights)).view(-1, *self.out_shape)
-
-
-class ConvDecoder(nn.Module):
-    """Weightless DCGAN-style generator ``[B, in_dim] -> logits [B, C, 32, 32]``.
-
-    Linear to ``4*ch x 4 x 4``, then ``ConvTranspose2d(k=4, s=2, p=1)`` to 8, 16, 32 pixels
-    (``4ch -> 2ch -> ch -> C``), ReLU in between.
-    """
-
-    def __init__(self, in_dim: int, out_shape: Sequence[int], channels: int = 64) -> None:
-        super().__init__()
-        c, h, w = (int(s) for s in out_shape)
-        if (h, w) != (32, 32):
-            raise ValueError(f"conv decoder needs 32x32 images, got {h}x{w}")
-        self.out_shape = (c, h, w)
-        self.ch = [4 * channels, 2 * channels, channels, c]
-        self._shapes: list[Shape] = [[self.ch[0] * 16, int(in_dim)], [self.ch[0] * 16]]
-        for cin, cout in zip(self.ch[:-1], self.ch[1:]):
-            self._shapes += [[cin, cout, 4, 4], [cout]]
-
-    @property
-    def param_shapes(self) -> list[Shape]:
-        return [list(s) for s in self._shapes]
-
-    def forward(self, h: Tensor, weights: Sequence[Tensor]) -> Tensor:
-        w = list(weights)
-        x = F.relu(F.linear(h, w[0], w[1])).view(-1, self.ch[0], 4, 4)
-        n = len(self.ch) - 1
-        for i in range(n):
-            x = F.conv_transpose2d(x, w[2 + 2 * i], w[3 + 2 * i], stride=2, padding=1)
-            if i < n - 1:
-                x = F.relu(x)
-        return x
 
 
 class MLPTrunk(nn.Module):
@@ -154,16 +99,6 @@ class Discriminator(nn.Module):
         return self.head(h).squeeze(1) + (self.embed(task_ids) * h).sum(1)
 
 
-def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[int], act: str = "relu",
-               channels: int = 64) -> nn.Module:
-    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv``)."""
-    if arch == "mlp":
-        return MLPDecoder(in_dim, shape, hidden, act)
-    if arch == "conv":
-        return ConvDecoder(in_dim, shape, channels)
-    raise ValueError(f"unknown arch {arch!r} (choose mlp or conv)")
-
-
 def _trunk(arch: str, shape: Sequence[int], hidden: Sequence[int], act: nn.Module, channels: int,
            dropout: float) -> nn.Module:
     if arch == "mlp":
@@ -204,3 +139,65 @@ def lsgan_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 def lsgan_g_loss(d_fake: Tensor) -> Tensor:
     """Least-squares GAN generator loss (c=1)."""
     return 0.5 * (d_fake - 1).pow(2).mean()
+
+
+class ACDiscriminator(nn.Module):
+    """AC-GAN discriminator for 32x32 images (DGM's ``netD``; MeRGAN's with ``norm="none"``).
+
+    ``Conv(C, ndf, 5, 2, 2, no bias) -> LReLU(0.2) -> Conv(ndf, 2ndf, 5, 2, 2) [-> BN] -> LReLU ->
+    Conv(2ndf, 4ndf, 5, 2, 2) [-> BN] -> LReLU -> flatten (4ndf * 16)``, then a WGAN critic head
+    ``Linear(., 1)`` and an auxiliary classifier ``Linear(., n_classes)``. Inputs in ``[0, 1]`` are
+    mapped to ``[-1, 1]``. Init as the official code: convs N(0, 0.02), BN weight N(1, 0.02).
+    """
+
+    def __init__(self, shape: Sequence[int], n_classes: int, ndf: int = 32, norm: str = "batch") -> None:
+        super().__init__()
+        c, h, w = (int(s) for s in shape)
+        if (h, w) != (32, 32):
+            raise ValueError(f"the AC-GAN discriminator needs 32x32 images, got {h}x{w} (set benchmark.pad=32)")
+        if norm not in ("batch", "none"):
+            raise ValueError(f"discriminator norm must be batch or none, got {norm!r}")
+        layers: list[nn.Module] = [nn.Conv2d(c, ndf, 5, 2, 2, bias=False), nn.LeakyReLU(0.2)]
+        for cin, cout in ((ndf, 2 * ndf), (2 * ndf, 4 * ndf)):
+            layers.append(nn.Conv2d(cin, cout, 5, 2, 2))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2))
+        layers.append(nn.Flatten())
+        self.trunk = nn.Sequential(*layers)
+        self.critic = nn.Linear(4 * ndf * 16, 1)
+        self.aux = nn.Linear(4 * ndf * 16, int(n_classes))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+                m.reset_running_stats()
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x * 2.0 - 1.0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(critic [B], class logits [B, n_classes])``."""
+        h = self.features(x)
+        return self.critic(h).squeeze(1), self.aux(h)
+
+
+def gradient_penalty(critic, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): ``mean_i (||grad_x D(x_i)|| - 1)^2`` at ``x = a real + (1-a) fake``,
+    ``a ~ U(0, 1)`` per sample. The interpolates are a new leaf: the penalty does not reach the generator."""
+    a = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype,
+                   generator=generator)
+    x = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    out = critic(x)
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return (g.flatten(1).norm(2, dim=1) - 1).pow(2).mean()

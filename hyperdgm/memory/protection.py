@@ -1,24 +1,28 @@
 """Protections: where a generator's weights come from and how they are kept across tasks.
 
 A :class:`Protection` owns the weights of the memory's weightless *body* (VAE decoder / GAN
-generator) and hands them out per task through :meth:`Protection.weights`. The memory calls, per
-task: :meth:`begin_task`; per step: :meth:`replay` (extra training data), :meth:`penalty` (after
-the task loss' backward, with an optional Adam lookahead ``delta`` of :meth:`lookahead_parameters`),
-:meth:`after_backward` (before the optimizer steps); then :meth:`end_task`.
+generator), declared by the body's :attr:`~.bodies.Body.param_meta`, and hands them out per task
+through :meth:`Protection.weights`. It is a :class:`~hyperdgm.hooks.WeightHook`: the memory runs
+the one hook sequence (penalty -> lookahead -> backward -> after_backward -> step -> after_step)
+with it. Per task: :meth:`begin_task`; per step: :meth:`replay` (extra training data),
+:meth:`penalty`, :meth:`after_backward`, :meth:`after_step`; then :meth:`end_task` (with the
+task's data) and :meth:`new_widths` (growth: the memory widens the body, then calls
+:meth:`expand`).
+
+A protection sees the memory through a narrow :class:`GeneratorView` (generate with given weights,
+the snapshot of the generator as the task began, the step schedule), never its internals.
 
 Implementations: ``hnet`` (hypernetwork + output regulariser), ``replay`` (DGR-style self-replay
-from a frozen copy), ``none``. Future ones plug into the same slot: ``alignment`` (a
-:meth:`penalty` against a frozen copy via ``memory.decode``), ``dgm_w``/``dgm_a`` (masked own
-weights in :meth:`weights`, gradient masking in :meth:`after_backward`, binarise/expand in
-:meth:`end_task`). Register new ones with :func:`register_protection`.
+from the snapshot), ``none``, and DGM's ``dgm_w`` / ``dgm_a`` (:mod:`.dgm`). Register new ones
+with :func:`register_protection`.
 
 Protections are ``nn.Module`` s (parameters move and save with the memory); non-parameter state
-(regulariser targets, frozen copies) travels as ``extra_state`` (plain dicts of tensors).
+(regulariser targets, masks) travels as ``extra_state`` (plain dicts of tensors).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -26,14 +30,14 @@ from torch import Tensor, nn
 from hypnettorch.hnets import ChunkedHMLP
 
 from ..hnet import OutputRegularizer, WeightGenerator
+from ..hooks import WeightHook
+from .bodies import Body, ParamMeta
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .memory import GenerativeMemory
-
-__all__ = ["Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection",
-           "PROTECTIONS", "register_protection", "build_protection"]
+__all__ = ["Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection", "GeneratorView",
+           "Snapshot", "PROTECTIONS", "register_protection", "build_protection", "Blocks", "ReplayData"]
 
 Blocks = list[tuple[int, int]]  # (task id, number of samples), batch rows ordered by block
+ReplayData = tuple[Tensor, Tensor, Blocks, float]  # images, conditions, blocks, weight of the replay loss
 
 
 def _init_(p: Tensor) -> None:
@@ -48,36 +52,94 @@ def _zero(ref: Tensor) -> Tensor:
     return torch.zeros((), device=ref.device, dtype=ref.dtype)
 
 
-class Protection(nn.Module):
+class Snapshot:
+    """The generator's weights as they were when the current task began (detached copies).
+
+    ``shared``: one set of weights for every task; else one set per earlier task ``0..t-1``.
+    """
+
+    def __init__(self, weights: list[list[Tensor]], shared: bool) -> None:
+        self.weights = weights
+        self.shared = shared
+
+    def covers(self, task_ids: Sequence[int]) -> bool:
+        return self.shared or all(0 <= t < len(self.weights) for t in task_ids)
+
+    def for_tasks(self, task_ids: Sequence[int]) -> list[list[Tensor]]:
+        return [self.weights[0]] * len(task_ids) if self.shared else [self.weights[int(t)] for t in task_ids]
+
+    def numel(self) -> int:
+        return sum(w.numel() for lst in self.weights for w in lst)
+
+
+class GeneratorView(Protocol):
+    """What a protection may use of the memory."""
+
+    device: torch.device
+    latent_dim: int
+    snapshot: Snapshot | None
+
+    def generate(self, blocks: Blocks, *, weights: Sequence[Sequence[Tensor]] | None = None,
+                 cond: Tensor | None = None, z: Tensor | None = None,
+                 generator: torch.Generator | None = None, batch_stats: bool = False) -> Tensor: ...
+
+    def conditions(self, blocks: Blocks, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def progress(self) -> tuple[int, float, int]: ...
+
+
+class Protection(nn.Module, WeightHook):
     """Base class: the weights of a generator body and what guards them across tasks.
 
     ``shared_weights``: :meth:`weights` returns the same tensors for every task (the body is told
-    the task only by its one-hot condition), so the memory may run mixed-task batches at once.
-    ``lookahead``: the memory passes ``delta = adam_lookahead(gen_opt, lookahead_parameters())``
-    to :meth:`penalty`.
+    the task only by its condition), so the memory may run mixed-task batches at once.
+    ``lookahead``: the hook sequence passes ``delta`` = the Adam lookahead of
+    :meth:`lookahead_parameters` to :meth:`penalty`.
     """
 
     name: ClassVar[str] = "base"
     shared_weights: ClassVar[bool] = True
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.lookahead = False
+        self.current_task: int | None = None
+
+    @property
+    def view(self) -> GeneratorView:
+        v = self.__dict__.get("_view")
+        if v is None:
+            raise RuntimeError(f"protection {self.name} is not attached to a memory")
+        return v
 
     # -- storage ---------------------------------------------------------------------------
-    def setup(self, shapes: Sequence[Sequence[int]]) -> None:
-        """Create storage for a body whose weights have ``shapes`` (called once by the memory)."""
+    def setup(self, body: Body, view: GeneratorView) -> None:
+        """Create storage for ``body``'s declared weights (called once by the memory)."""
+        self.__dict__["_view"] = view  # a plain reference: not a submodule of the protection
+        self.meta: list[ParamMeta] = body.param_meta
+        self._setup(self.meta)
+
+    def _setup(self, meta: Sequence[ParamMeta]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def grow(self, n_tasks: int) -> None:
         """Make room for ``n_tasks`` tasks (e.g. embeddings) before loading a checkpoint."""
+
+    def new_widths(self, body: Body) -> list[int] | None:
+        """After :meth:`end_task`: the body's new hidden widths, or ``None`` to keep them."""
+        return None
+
+    def expand(self, old: Sequence[ParamMeta], new: Sequence[ParamMeta]) -> None:
+        """The body grew from ``old`` to ``new`` shapes: widen the storage (old values kept)."""
+        if [m.shape for m in old] != [m.shape for m in new]:
+            raise NotImplementedError(f"protection {self.name} cannot follow a growing body")
 
     def weights(self, task_ids: Sequence[int], *, delta: Sequence[Tensor] | None = None) -> list[list[Tensor]]:
         """Body weights for each of ``task_ids`` (one list of tensors per entry)."""
         raise NotImplementedError
 
     def theta_parameters(self) -> list[nn.Parameter]:
-        """Shared parameters optimised by the generator optimizer (lr ``lr`` / ``gan.lr_g``)."""
+        """Shared parameters optimised by the generator optimizer (lr ``lr`` / the GAN's ``lr_g``)."""
         raise NotImplementedError
 
     def task_parameters(self, task_id: int) -> list[nn.Parameter]:
@@ -92,37 +154,31 @@ class Protection(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def stored_numel(self) -> int:
-        """Extra numbers kept to protect (targets, frozen copies)."""
+        """Extra numbers kept to protect (targets, masks)."""
         return 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    def begin_task(self, memory: "GenerativeMemory", task_id: int) -> None:
-        """Snapshot / targets / frozen copy before ``task_id`` is trained."""
+    def begin_task(self, task_id: int) -> None:
+        """Targets / fresh embeddings before ``task_id`` is trained."""
+        self.current_task = int(task_id)
 
-    def replay(self, memory: "GenerativeMemory", task_id: int, n: int) -> tuple[Tensor, Blocks, float] | None:
-        """Extra real-like data ``(x, blocks, weight)``: the step loss becomes ``(1-w) L_cur + w L_replay``."""
+    def replay(self, task_id: int, n: int) -> ReplayData | None:
+        """Extra real-like data: the step loss becomes ``(1-w) L_cur + w L_replay``."""
         return None
 
-    def has_penalty(self, task_id: int) -> bool:
-        """Whether :meth:`penalty` is non-zero now (lets the memory skip lookahead and a backward)."""
-        return False
-
-    def penalty(self, memory: "GenerativeMemory", task_id: int, *, delta: Sequence[Tensor] | None = None) -> Tensor:
-        """0-dim loss added (own backward) after the task loss' backward."""
+    def penalty(self, *, delta: Sequence[Tensor] | None = None) -> Tensor:
         return _zero(self.theta_parameters()[0])
 
-    def after_backward(self, memory: "GenerativeMemory") -> None:
-        """Called after all backward passes of a step, before the optimizers step."""
-
-    def end_task(self, memory: "GenerativeMemory", task_id: int) -> None:
-        """Called after the last step of ``task_id``."""
+    def stats(self) -> dict[str, float]:
+        """Numbers to log after a task (capacity, sparsity); plain floats."""
+        return {}
 
 
 class OwnWeights(Protection):
     """The body has its own weights (shared by all tasks, conditioned on the task one-hot)."""
 
-    def setup(self, shapes: Sequence[Sequence[int]]) -> None:
-        self.params = nn.ParameterList([nn.Parameter(torch.empty(*s)) for s in shapes])
+    def _setup(self, meta: Sequence[ParamMeta]) -> None:
+        self.params = nn.ParameterList([nn.Parameter(torch.empty(*m.shape)) for m in meta])
         for p in self.params:
             _init_(p.data)
 
@@ -143,48 +199,45 @@ class NoProtection(OwnWeights):
 class ReplayProtection(OwnWeights):
     """Deep generative replay (Shin et al. 2017), conditional.
 
-    At ``begin_task(t)`` a frozen copy of the weights is taken; each step also trains on ``n``
-    samples of tasks ``0..t-1`` drawn from that copy (split evenly, remainder rotating), weighted
-    ``(t)/(t+1)`` against ``1/(t+1)`` for the current data (0-based ``t``; GMvandeVen's ``1/task``).
+    Each step also trains on ``n`` samples of tasks ``0..t-1`` drawn from the memory's snapshot
+    (the generator as task ``t`` began; split evenly, remainder rotating), weighted ``t/(t+1)``
+    against ``1/(t+1)`` for the current data (0-based ``t``; GMvandeVen's ``1/task``).
     """
 
     name = "replay"
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        self.frozen: list[Tensor] | None = None
         self.n_past = 0
         self._rot = 0
 
-    @torch.no_grad()
-    def begin_task(self, memory: "GenerativeMemory", task_id: int) -> None:
+    def begin_task(self, task_id: int) -> None:
+        super().begin_task(task_id)
         self.n_past = int(task_id)
-        self.frozen = [p.detach().clone() for p in self.params] if task_id > 0 else None
 
     @torch.no_grad()
-    def replay(self, memory: "GenerativeMemory", task_id: int, n: int) -> tuple[Tensor, Blocks, float] | None:
-        t = self.n_past
-        if t == 0 or self.frozen is None:
+    def replay(self, task_id: int, n: int) -> ReplayData | None:
+        t, snap = self.n_past, self.view.snapshot
+        if t == 0 or snap is None:
             return None
         base, rem = divmod(int(n), t)
         extra = {(self._rot + i) % t for i in range(rem)}
         self._rot = (self._rot + rem) % t
         blocks = [(j, base + (j in extra)) for j in range(t)]
         blocks = [(j, c) for j, c in blocks if c > 0]
-        x = memory.generate(blocks, weights=[self.frozen] * len(blocks))
-        return x, blocks, t / (t + 1)
+        cond = self.view.conditions(blocks)
+        x = self.view.generate(blocks, weights=snap.for_tasks([j for j, _ in blocks]), cond=cond)
+        return x, cond, blocks, t / (t + 1)
 
     def stored_numel(self) -> int:
-        return 0 if self.frozen is None else sum(f.numel() for f in self.frozen)
+        return sum(p.numel() for p in self.params) if self.n_past > 0 else 0  # the snapshot it replays from
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"n_past": self.n_past, "frozen": None if self.frozen is None else [f.clone() for f in self.frozen]}
+        return {"n_past": self.n_past, "rot": self._rot}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.n_past = int(state["n_past"])
-        fr = state["frozen"]
-        dev = self.params[0].device
-        self.frozen = None if fr is None else [f.to(dev) for f in fr]
+        self._rot = int(state.get("rot", 0))
 
 
 class HnetProtection(Protection):
@@ -210,8 +263,8 @@ class HnetProtection(Protection):
         self.reg = OutputRegularizer(float(cfg.get("beta", 0.01)), tasks_per_step=cfg.get("tasks_per_step"),
                                      online_targets=bool(cfg.get("online_targets", False)), lookahead=self.lookahead)
 
-    def setup(self, shapes: Sequence[Sequence[int]]) -> None:
-        self.gen = WeightGenerator([list(s) for s in shapes], **self._hcfg)
+    def _setup(self, meta: Sequence[ParamMeta]) -> None:
+        self.gen = WeightGenerator([list(m.shape) for m in meta], **self._hcfg)
         params = self.gen.hnet_parameters()
         if isinstance(self.gen.hnet, ChunkedHMLP):
             params = params[:-1]  # chunk embeddings (last) keep their N(0, 1) init
@@ -238,14 +291,15 @@ class HnetProtection(Protection):
             return self.reg.targets.numel()
         return 0 if self.reg.frozen is None else sum(p.numel() for p in self.reg.frozen.hnet_parameters())
 
-    def begin_task(self, memory: "GenerativeMemory", task_id: int) -> None:
+    def begin_task(self, task_id: int) -> None:
+        super().begin_task(task_id)
         self.grow(task_id + 1)
         self.reg.begin_task(self.gen, current_task=task_id)
 
-    def has_penalty(self, task_id: int) -> bool:
+    def has_penalty(self) -> bool:
         return self.reg.n_past > 0 and self.reg.beta > 0
 
-    def penalty(self, memory: "GenerativeMemory", task_id: int, *, delta: Sequence[Tensor] | None = None) -> Tensor:
+    def penalty(self, *, delta: Sequence[Tensor] | None = None) -> Tensor:
         return self.reg.penalty(self.gen, delta=delta)
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -275,6 +329,8 @@ for _cls in (HnetProtection, ReplayProtection, NoProtection):
 
 def build_protection(name: str, cfg: Mapping[str, Any]) -> Protection:
     """Instantiate the protection ``name`` (its ``setup`` is called by the memory)."""
+    from . import dgm  # noqa: F401  (registers dgm_w / dgm_a)
+
     try:
         cls = PROTECTIONS[name]
     except KeyError:

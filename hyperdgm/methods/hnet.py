@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..hnet import OutputRegularizer, WeightGenerator, adam_lookahead
+from ..hnet import OutputRegularizer, WeightGenerator
+from ..hooks import WeightHook, protected_step
 from ..nets import TargetNet
 from .base import Method, make_optimizer
 from .inference import assemble, infer_by_entropy
@@ -33,6 +34,23 @@ def build_generator(target: Any, cfg: Mapping[str, Any]) -> WeightGenerator:
         chunk_emb_size=int(h["chunk_emb_size"]), hidden=tuple(h["hidden"]), activation=str(h["activation"]),
         emb_init_std=float(h["emb_init_std"]),
     )
+
+
+class OutputRegHook(WeightHook):
+    """The output regularizer of a :class:`WeightGenerator` as a hook (Eq. 2, with Adam lookahead)."""
+
+    def __init__(self, reg: OutputRegularizer, gen: WeightGenerator) -> None:
+        self.reg, self.gen = reg, gen
+        self.lookahead = reg.lookahead
+
+    def has_penalty(self) -> bool:
+        return self.reg.n_past > 0 and self.reg.beta > 0
+
+    def lookahead_parameters(self) -> list[Tensor]:
+        return self.gen.hnet_parameters()
+
+    def penalty(self, *, delta=None) -> Tensor:
+        return self.reg.penalty(self.gen, delta=delta)
 
 
 class HNet(Method):
@@ -55,6 +73,7 @@ class HNet(Method):
             online_targets=bool(self.cfg.get("online_targets", False)),
             lookahead=bool(self.cfg.get("lookahead", True)),
         )
+        self.reg_hook = OutputRegHook(self.reg, self.gen)
         self.inference = str(self.cfg.get("task_inference") or self.default_inference)
         self.temperature = float(self.cfg.get("entropy_temperature", 1.0))
 
@@ -81,16 +100,10 @@ class HNet(Method):
         self.opt.zero_grad(set_to_none=True)
         self.emb_opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.logits(x, task_id), y)
-        loss.backward()
         out = {"loss": loss.detach()}
-        if self.reg.n_past > 0 and self.reg.beta > 0:
-            # Eq. 2 evaluated at theta + dTheta, dTheta the (detached) step the task loss alone would take.
-            delta = adam_lookahead(self.opt, self.gen.hnet_parameters()) if self.reg.lookahead else None
-            reg = self.reg.penalty(self.gen, delta=delta, generator=None)
-            reg.backward()
-            out["reg"] = reg.detach()
-        self.opt.step()
-        self.emb_opt.step()
+        reg = protected_step(loss, [self.opt, self.emb_opt], [self.reg_hook])
+        if reg is not None:
+            out["reg"] = reg
         return out
 
     # -- prediction ----------------------------------------------------------------------

@@ -71,7 +71,8 @@ def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.de
     shape = tuple(benchmark.tasks[0].input_shape)
     if mcfg.get("arch") in (None, "auto"):
         mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
-    return GenerativeMemory(mcfg, shape, benchmark.n_tasks).to(device)
+    classes = [[off + k for k in range(t.n_classes)] for off, t in zip(benchmark.class_offsets, benchmark.tasks)]
+    return GenerativeMemory(mcfg, shape, benchmark.n_tasks, task_classes=classes).to(device)
 
 
 def replay_from_memory(memory: GenerativeMemory, pixels: "PixelSpace", task_id: int, n_replay: int,
@@ -134,7 +135,7 @@ class ReplayClassifier(ClassifierMethod):
 
     def end_task(self, task) -> None:
         if self.train_memory:
-            self.memory.end_task(task.id)
+            self.memory.end_task(task.id, task)
         self.teacher = None
 
     # -- replay --------------------------------------------------------------------------

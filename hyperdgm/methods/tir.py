@@ -50,7 +50,7 @@ class HNetTIR(HNet):
 
     def end_task(self, task) -> None:
         if self.train_memory:
-            self.memory.end_task(task.id)
+            self.memory.end_task(task.id, task)
 
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         out = super().step(x, y, task_id)  # the hnet classifier, as in CL1 (no replay)

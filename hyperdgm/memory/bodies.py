@@ -1,0 +1,320 @@
+"""Generator bodies: weightless decoders / generators that declare their parameters and can grow.
+
+A body takes its protected weights as an argument (a protection decides where they come from:
+a hypernetwork, own weights with a frozen copy, masked own weights, ...). It declares
+:attr:`Body.param_meta`, one :class:`ParamMeta` per weight tensor (its layer, kind, which axes are
+the layer's in / out units), checked once when built, so protections can mask, count and widen
+layers without knowing the architecture.
+
+Growth is a lifecycle step: :meth:`Body.grow` rebuilds the body with wider hidden layers; each
+task keeps the widths it was trained with (:meth:`Body.begin_task` records them), and its forward
+slices the weights to those widths, so an old task never sees capacity added later.
+
+Task- or class-specific modules that cannot be shared (DGM's per-task batch norm, per-class output
+heads) are the body's own parameters, created when their task begins
+(:meth:`Body.own_parameters`).
+
+Output: logits ``[B, C, H, W]``; ``sigmoid`` gives images in ``[0, 1]`` (``sigmoid(2x)`` is the
+``tanh`` output of the DCGAN papers mapped to ``[0, 1]``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nets import activation
+
+__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "build_body", "BODIES"]
+
+Shape = list[int]
+
+
+@dataclass(frozen=True)
+class ParamMeta:
+    """One weight tensor of a body.
+
+    ``layer``: index of its layer; ``kind``: ``weight`` | ``bias``; ``out_dim`` / ``in_dim``: axes
+    holding the layer's output / input units (``None``: no such axis); ``growable``: whether the
+    layer's output units may be widened; ``maskable``: whether masking protections (DGM) mask it.
+    """
+
+    name: str
+    layer: int
+    kind: str
+    shape: tuple[int, ...]
+    out_dim: int | None
+    in_dim: int | None
+    growable: bool = False
+    maskable: bool = True
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Body(nn.Module):
+    """Base class: declared weights, per-task widths, optional growth and own (per-task) modules.
+
+    Subclasses implement :meth:`_meta` (meta for given widths) and :meth:`_forward`.
+    """
+
+    kind = "base"
+    per_task_modules = False  # own per-task modules: rows of different tasks run separately
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.widths: list[int] = [int(w) for w in widths]
+        self.task_widths: dict[int, list[int]] = {}
+        self._check(self._meta(self.widths))
+
+    # -- declaration ------------------------------------------------------------------------
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def param_meta(self) -> list[ParamMeta]:
+        """Meta of every protected weight at the current widths (in the order weights are passed)."""
+        return self._meta(self.widths)
+
+    @property
+    def param_shapes(self) -> list[Shape]:
+        return [list(m.shape) for m in self.param_meta]
+
+    @property
+    def can_grow(self) -> bool:
+        return any(m.growable for m in self.param_meta)
+
+    @staticmethod
+    def _check(meta: Sequence[ParamMeta]) -> None:
+        names = [m.name for m in meta]
+        if len(set(names)) != len(names):
+            raise ValueError(f"body declares duplicate parameter names: {names}")
+        for m in meta:
+            if m.kind not in ("weight", "bias"):
+                raise ValueError(f"{m.name}: kind must be weight or bias, got {m.kind!r}")
+            for d in (m.out_dim, m.in_dim):
+                if d is not None and not 0 <= d < len(m.shape):
+                    raise ValueError(f"{m.name}: unit axis {d} outside shape {m.shape}")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def begin_task(self, task_id: int, conds: Sequence[int]) -> None:
+        """Record the widths task ``task_id`` is trained with; create its own modules."""
+        self.task_widths[int(task_id)] = list(self.widths)
+
+    def grow(self, widths: Sequence[int]) -> None:
+        """Widen the growable layers to ``widths`` (never narrower)."""
+        widths = [int(w) for w in widths]
+        if len(widths) != len(self.widths) or any(n < o for n, o in zip(widths, self.widths)):
+            raise ValueError(f"cannot grow widths {self.widths} to {widths}")
+        if widths != self.widths and not self.can_grow:
+            raise ValueError(f"body {self.kind} cannot grow")
+        self._check(self._meta(widths))
+        self.widths = widths
+
+    def own_parameters(self, task_id: int) -> list[nn.Parameter]:
+        """The body's own parameters trained while ``task_id`` is learned (per-task / per-class modules)."""
+        return []
+
+    def own_numel(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def arch_state(self) -> dict[str, Any]:
+        """What rebuilds this body's architecture: widths now and per task (plain python)."""
+        return {"widths": list(self.widths), "task_widths": {int(k): list(v) for k, v in self.task_widths.items()},
+                "conds": {int(k): list(v) for k, v in getattr(self, "task_conds", {}).items()}}
+
+    def load_arch(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the architecture of :meth:`arch_state` (before loading weights)."""
+        task_widths = {int(k): [int(w) for w in v] for k, v in state["task_widths"].items()}
+        conds = {int(k): [int(c) for c in v] for k, v in state.get("conds", {}).items()}
+        for t in sorted(task_widths):
+            self.widths = list(task_widths[t])
+            self.begin_task(t, conds.get(t, [t]))
+        self.widths = [int(w) for w in state["widths"]]
+
+    # -- forward ----------------------------------------------------------------------------
+    def sliced(self, weights: Sequence[Tensor], task_id: int | None) -> list[Tensor]:
+        """``weights`` cut to the widths ``task_id`` was trained with (no-op where they are the same)."""
+        w = list(weights)
+        tw = self.task_widths.get(int(task_id)) if task_id is not None else None
+        if tw is None or tw == self.widths:
+            return w
+        meta = self._meta(tw)
+        return [t[tuple(slice(0, s) for s in m.shape)] for t, m in zip(w, meta)]
+
+    def forward(self, h: Tensor, weights: Sequence[Tensor], task_id: int | None = None,
+                cond: Tensor | None = None, batch_stats: bool = False) -> Tensor:
+        """Logits for inputs ``h`` ``[B, in_dim]`` (all rows of one task) with the protection's ``weights``.
+
+        ``batch_stats``: normalisation layers use (and update) batch statistics, as when training the
+        task; otherwise their running statistics (replay, sampling).
+        """
+        return self._forward(h, self.sliced(weights, task_id), task_id, cond, batch_stats)
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MLPBody(Body):
+    """MLP ``[B, in_dim] -> logits [B, *out_shape]`` as a chain of ``F.linear`` (hypnettorch's
+    ``MLP`` layout ``W0, b0, W1, b1, ...``; same numbers as its forward). Hidden layers can grow."""
+
+    kind = "mlp"
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], hidden: Sequence[int], act: str = "relu") -> None:
+        self.in_dim = int(in_dim)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        super().__init__(hidden)
+        self.act = activation(act)
+
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
+        dims = [self.in_dim, *widths, math.prod(self.out_shape)]
+        meta = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            grow = i < len(dims) - 2
+            meta += [ParamMeta(f"fc{i}.weight", i, "weight", (b, a), 0, 1, grow),
+                     ParamMeta(f"fc{i}.bias", i, "bias", (b,), 0, None, grow)]
+        return meta
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:
+        n = len(w) // 2
+        for i in range(n):
+            h = F.linear(h, w[2 * i], w[2 * i + 1])
+            if i < n - 1:
+                h = self.act(h)
+        return h.view(-1, *self.out_shape)
+
+
+class ConvBody(Body):
+    """DCGAN-style generator ``[B, in_dim] -> logits [B, C, 32, 32]`` without batch norm (weights
+    generated per task cannot share running statistics): linear to ``4ch x 4 x 4``, then
+    ``ConvTranspose2d(k=4, s=2, p=1)`` to 8, 16, 32 pixels (``4ch -> 2ch -> ch -> C``), ReLU between.
+    Fixed widths."""
+
+    kind = "conv"
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], channels: int = 64) -> None:
+        c, h, w = (int(s) for s in out_shape)
+        if (h, w) != (32, 32):
+            raise ValueError(f"conv decoder needs 32x32 images, got {h}x{w}")
+        self.in_dim = int(in_dim)
+        self.out_shape = (c, h, w)
+        self.ch = [4 * int(channels), 2 * int(channels), int(channels), c]
+        super().__init__([])
+
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
+        ch = self.ch
+        meta = [ParamMeta("fc.weight", 0, "weight", (ch[0] * 16, self.in_dim), 0, 1),
+                ParamMeta("fc.bias", 0, "bias", (ch[0] * 16,), 0, None)]
+        for i, (cin, cout) in enumerate(zip(ch[:-1], ch[1:])):
+            meta += [ParamMeta(f"deconv{i}.weight", i + 1, "weight", (cin, cout, 4, 4), 1, 0),
+                     ParamMeta(f"deconv{i}.bias", i + 1, "bias", (cout,), 0, None)]
+        return meta
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:
+        x = F.relu(F.linear(h, w[0], w[1])).view(-1, self.ch[0], 4, 4)
+        n = len(self.ch) - 1
+        for i in range(n):
+            x = F.conv_transpose2d(x, w[2 + 2 * i], w[3 + 2 * i], stride=2, padding=1)
+            if i < n - 1:
+                x = F.relu(x)
+        return x
+
+
+class DCGANBody(Body):
+    """DGM's generator (Ostapenko et al. 2019, official ``net_DGMw.py``): 32x32 images.
+
+    ``z ++ onehot(cond)`` ``[B, in_dim, 1, 1]`` -> ConvTranspose(4, s1, p0) to ``4ngf x 4 x 4``
+    ("the projection by a convolution") -> ConvTranspose(4, s2, p1) to ``2ngf x 8 x 8`` -> to
+    ``ngf x 16 x 16``; no biases; batch norm **per task** and ReLU after each; a **per-class**
+    output head ConvTranspose(4, s2, p1) to ``C x 32 x 32`` (the body's own, unmasked). The three
+    hidden layers grow.
+    """
+
+    kind = "dcgan"
+    per_task_modules = True
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], ngf: int = 6) -> None:
+        c, h, w = (int(s) for s in out_shape)
+        if (h, w) != (32, 32):
+            raise ValueError(f"the dcgan generator needs 32x32 images, got {h}x{w} (set benchmark.pad=32)")
+        self.in_dim = int(in_dim)
+        self.out_shape = (c, h, w)
+        super().__init__([4 * int(ngf), 2 * int(ngf), int(ngf)])
+        self.norms = nn.ModuleDict()   # task id -> ModuleList of 3 BatchNorm2d at that task's widths
+        self.heads = nn.ModuleDict()   # class id -> ConvTranspose2d(ngf_task, C)
+        self.task_conds: dict[int, list[int]] = {}
+
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
+        dims = [self.in_dim, *widths]
+        return [ParamMeta(f"conv{i + 1}.weight", i, "weight", (a, b, 4, 4), 1, 0, True)
+                for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+
+    def begin_task(self, task_id: int, conds: Sequence[int]) -> None:
+        super().begin_task(task_id, conds)
+        key = str(int(task_id))
+        dev = next((p.device for p in self.parameters()), None)
+        if key not in self.norms:
+            bns = nn.ModuleList([nn.BatchNorm2d(w) for w in self.widths])
+            for bn in bns:  # official init: weight ~ N(1, 0.02), bias 0
+                nn.init.normal_(bn.weight, 1.0, 0.02)
+                nn.init.zeros_(bn.bias)
+            self.norms[key] = bns.to(dev) if dev is not None else bns
+        self.task_conds[int(task_id)] = [int(c) for c in conds]
+        for c in conds:
+            if str(int(c)) not in self.heads:
+                head = nn.ConvTranspose2d(self.widths[-1], self.out_shape[0], 4, 2, 1, bias=False)
+                self.heads[str(int(c))] = head.to(dev) if dev is not None else head
+
+    def own_parameters(self, task_id: int) -> list[nn.Parameter]:
+        ps = list(self.norms[str(int(task_id))].parameters())
+        for c in self.task_conds.get(int(task_id), []):
+            ps += list(self.heads[str(c)].parameters())
+        return ps
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:
+        if task_id is None or str(int(task_id)) not in self.norms:
+            raise RuntimeError("the dcgan body needs a begun task (per-task batch norm)")
+        x = h.view(h.shape[0], -1, 1, 1)
+        bns = self.norms[str(int(task_id))]
+        for i, (wi, bn) in enumerate(zip(w, bns)):
+            x = F.conv_transpose2d(x, wi, stride=1 if i == 0 else 2, padding=0 if i == 0 else 1)
+            x = F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, batch_stats,
+                                    bn.momentum, bn.eps))
+        classes = self.task_conds.get(int(task_id), [])
+        if len(classes) == 1:
+            return self.heads[str(classes[0])](x)
+        if cond is None:
+            raise ValueError("the dcgan body needs the class of every row when a task has several classes")
+        outs = torch.stack([self.heads[str(c)](x) for c in classes])  # [K, B, C, H, W]
+        pos = torch.zeros(int(max(classes)) + 1, dtype=torch.long, device=x.device)
+        pos[torch.tensor(classes, device=x.device)] = torch.arange(len(classes), device=x.device)
+        return outs[pos[cond], torch.arange(x.shape[0], device=x.device)]
+
+
+BODIES = ("mlp", "conv", "dcgan")
+
+
+def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[int], act: str = "relu",
+               channels: int = 64, ngf: int = 6) -> Body:
+    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan``)."""
+    if arch == "mlp":
+        return MLPBody(in_dim, shape, hidden, act)
+    if arch == "conv":
+        return ConvBody(in_dim, shape, channels)
+    if arch == "dcgan":
+        return DCGANBody(in_dim, shape, ngf)
+    raise ValueError(f"unknown generator arch {arch!r} (choose from {', '.join(BODIES)})")
