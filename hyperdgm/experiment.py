@@ -2,19 +2,32 @@
 
 :func:`run_experiment` is what ``python -m hyperdgm.run`` calls; it works without Hydra too
 (pass an ``OmegaConf`` config and a run dir).
+
+Order of work: validate the whole config, the device and the method / scenario pair; take the run
+dir's lock and tie it to this run; check the run dir and tracking store are writable; then load the
+data, open the MLflow run (its id goes into the run dir at once) and train. SIGINT / SIGTERM during
+a run raise :class:`~hyperdgm.errors.Interrupted`: the MLflow run is marked KILLED and the
+finished tasks' checkpoints stay for ``resume=``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import config_check as cc
+from .config_check import resolve_device
 from .data.benchmarks import build_benchmark
+from .errors import ConfigError, Interrupted
 from .methods import build_method
+from .rundir import CONFIG_FILE, RunDir
 from .scenarios import make_scenario
 from .tracking import build_tracker
 from .trainer import Result, Trainer
@@ -22,17 +35,6 @@ from .trainer import Result, Trainer
 log = logging.getLogger(__name__)
 
 _BENCH_KEYS = ("n_tasks", "class_order", "val_size", "pad", "normalize", "augment", "train_limit", "test_limit")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU."""
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def method_config(cfg: DictConfig) -> dict[str, Any]:
@@ -43,56 +45,134 @@ def method_config(cfg: DictConfig) -> dict[str, Any]:
     return m
 
 
-def run_experiment(cfg: DictConfig, run_dir: str | Path) -> Result:
-    """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``."""
-    run_dir = Path(run_dir)
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (once; later ones wait)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def load_resume_config(cfg: DictConfig, overrides: Sequence[str] | None) -> tuple[DictConfig, Path]:
+    """The saved config of ``cfg.resume`` with the command's safe overrides; refuses the rest."""
+    resume_dir = Path(str(cfg.resume)).expanduser().resolve()
+    saved = resume_dir / CONFIG_FILE
+    if not saved.exists():
+        raise ConfigError(f"cannot resume: {saved} not found (resume= must be a previous run dir)")
+    out = cc.resume_config(OmegaConf.load(saved), cfg, overrides)
+    log.info("resuming %s with its saved config", resume_dir)
+    return out, resume_dir
+
+
+def _check_claim(rd: RunDir, cfg: DictConfig, resuming: bool) -> dict[str, Any] | None:
+    """The locked run dir must be free (a new run) or this run's (resume: its identity)."""
+    if not resuming:
+        if rd.holds_a_run():
+            raise ConfigError(f"run dir {rd.path} holds another run's checkpoints or identity; continue it with "
+                              f"resume={rd.path} or give this run its own hydra.run.dir")
+        return None
+    digest = cc.config_hash(cfg)
+    ident = rd.identity()
+    if ident is None:
+        raise ConfigError(f"cannot resume: {rd.path / 'run.json'} not found (not a run dir of this version)")
+    if ident.get("config_hash") != digest or ident.get("seed") != int(cfg.seed):
+        raise ConfigError(f"cannot resume: {rd.path / CONFIG_FILE} no longer matches {rd.path / 'run.json'} "
+                          "(the saved config was edited)")
+    return ident
+
+
+def _preflight(cfg: DictConfig, rd: RunDir) -> None:
+    """Writable run dir and tracking store, before the data loads."""
+    cc.check_writable_dir(rd.path, "run dir")
+    if cfg.trainer.get("checkpoint", True):
+        cc.check_writable_dir(rd.path / "checkpoints", "checkpoint dir")
+    if cfg.get("tracking"):
+        cc.check_tracking_store(OmegaConf.to_container(cfg.tracking, resolve=True))
+
+
+def _state_bytes(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None) -> Result:
+    """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``.
+
+    ``overrides`` are the command line's (``resume=`` checks them); in code, leave it ``None``.
+    """
+    with signals_as_interrupts():
+        return _run(cfg, Path(run_dir), overrides)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None) -> Result:
     resuming = bool(cfg.get("resume"))
     if resuming:
-        resume_dir = Path(str(cfg.resume)).expanduser().resolve()
-        saved = resume_dir / ".hydra" / "config.yaml"
-        if not saved.exists():
-            raise FileNotFoundError(f"cannot resume: {saved} not found (resume= must be a previous run dir)")
-        stop_after = cfg.trainer.get("stop_after")
-        cfg = OmegaConf.load(saved)
-        cfg.trainer.stop_after = stop_after  # the resuming command decides where to stop
-        run_dir = resume_dir
-        log.info("resuming %s with its saved config", resume_dir)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    if cfg.get("deterministic"):
+        cfg, run_dir = load_resume_config(cfg, overrides)
+    c = cc.validate(cfg)
+    device = resolve_device(c.get("device", "auto"))
+    method = build_method(method_config(cfg))
+    cc.check_method_scenario(method, c)  # before the data loads
+    rd = RunDir(run_dir)
+    rd.lock()
+    try:
+        identity = _check_claim(rd, cfg, resuming)
+        _preflight(cfg, rd)
+        return _train(cfg, c, rd, method, device, identity, resuming)
+    finally:
+        rd.unlock()
+
+
+def _train(cfg: DictConfig, c: dict[str, Any], rd: RunDir, method: Any, device: torch.device,
+           identity: dict[str, Any] | None, resuming: bool) -> Result:
+    if c.get("threads"):
+        torch.set_num_threads(int(c["threads"]))
+    if c.get("deterministic"):
         # Bit-identical reruns and resumes on GPUs too (slower kernels where torch has alternatives).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    device = resolve_device(cfg.get("device", "auto"))
-    seed = int(cfg.seed)
-
-    bcfg = cfg.benchmark
+    seed = int(c["seed"])
+    bcfg = c["benchmark"]
     kwargs = {k: bcfg.get(k) for k in _BENCH_KEYS if bcfg.get(k) is not None}
-    if "class_order" in kwargs:
-        kwargs["class_order"] = list(kwargs["class_order"])
-    bench = build_benchmark(bcfg.name, cfg.data_root, seed=seed, **kwargs).to(device)
-    scenario = make_scenario(cfg.scenario.name, bench.n_classes_per_task)
-    method = build_method(method_config(cfg))
-    scenario.check(method.name, method.scenarios)  # before any tracking or training
+    bench = build_benchmark(bcfg["name"], c["data_root"], seed=seed, **kwargs).to(device)
+    scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)
+    scenario.check(method.name, method.scenarios)
 
-    tracker = build_tracker(OmegaConf.to_container(cfg.tracking, resolve=True) if cfg.get("tracking") else None)
-    trainer = Trainer(method, bench, scenario, tracker=tracker, cfg=OmegaConf.to_container(cfg.trainer, resolve=True),
-                      run_dir=run_dir, seed=seed, device=device)
-    run_id = None
-    if resuming:
-        ckpt = Trainer.latest_checkpoint(run_dir)
-        if ckpt is None:
-            log.warning("no checkpoint in %s: starting from the first task", run_dir)
-        else:
-            trainer.load_checkpoint(ckpt)
-            run_id = torch.load(ckpt, map_location="cpu", weights_only=True).get("run_id")
+    tracker = build_tracker(c.get("tracking"))
+    if identity is None:  # the data loaded: tie the run dir to this new run
+        identity = rd.create_identity(seed, cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
+    trainer = Trainer(method, bench, scenario, tracker=tracker, cfg=c["trainer"], run_dir=rd.path, seed=seed,
+                      device=device, identity={k: identity[k] for k in ("run_key", "config_hash")})
+    if trainer.cfg.checkpoint:
+        need = 2 * _state_bytes(method.checkpoint_state()) + (16 << 20)
+        cc.check_free_space(rd.path, need, "run dir")
+    run_id = rd.mlflow_run_id() if resuming else None
+    if resuming and trainer.load_latest() is None:
+        log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
 
-    params = OmegaConf.to_container(cfg, resolve=True)
-    tracker.start(experiment=bench.name, run_name=str(cfg.get("run_name") or method.name), params=params, run_id=run_id)
+    tracker.start(experiment=bench.name, run_name=str(c.get("run_name") or method.name), params=c, run_id=run_id)
     try:
+        rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
-                          "device": str(device), "run_dir": str(run_dir)})
+                          "device": str(device), "run_dir": str(rd.path)})
         counts = method.param_counts()
         tracker.log_metrics({f"params/{k}": float(v) for k, v in counts.items()})
         if run_id is None:

@@ -2,18 +2,24 @@
 
 One MLflow experiment per benchmark; params are the flattened config; metrics per task;
 artifacts are the resolved config, the accuracy matrix (CSV + heatmap) and whatever a method
-adds (e.g. replay sample grids). A crashed run is marked FAILED with its error.
+adds (e.g. replay sample grids). A crashed run is marked FAILED with its error, an interrupted one
+(SIGINT / SIGTERM) KILLED. Opening a sqlite store holds a file lock beside it, so runs started
+together on a store that does not exist yet do not race in MLflow's schema creation.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+
+from .errors import ConfigError, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,26 @@ def _abs_sqlite(uri: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     return uri
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Exclusive file lock ``<db>.lock`` around opening a sqlite store (other URIs: nothing)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+class TrackingError(ConfigError):
+    """The tracking store cannot be opened or written."""
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    return isinstance(error, (Interrupted, KeyboardInterrupt))
 
 
 class Tracker:
@@ -66,13 +92,33 @@ class MLflowTracker(Tracker):
         import mlflow
 
         self._mlflow = mlflow
-        self.uri = _abs_sqlite(uri)
+        try:
+            self.uri = _abs_sqlite(uri)
+        except OSError as err:
+            raise TrackingError(f"MLflow store {uri}: cannot create its directory ({err.strerror}: {err.filename})") from err
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
         self.run_id = None
 
     def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+        try:
+            with store_lock(self.uri):
+                self._open(experiment, run_name, run_id)
+                if run_id is None:
+                    items = sorted(flatten(params).items())
+                    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+                        self._mlflow.log_params(dict(items[i : i + 100]))
+        except Exception as err:  # MLflow and SQLAlchemy raise many types; the run cannot be tracked
+            if self._mlflow.active_run() is not None:
+                self._mlflow.end_run(status="FAILED")
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise TrackingError(f"MLflow store {self.uri}: cannot open run ({type(err).__name__}: {first})") from err
+        log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, experiment, self.uri)
+
+    def _open(self, experiment: str, run_name: str, run_id: str | None) -> None:
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.uri)
+        if run_id is not None:
+            mlflow.get_run(run_id)  # a run this store does not hold fails here, in one line
         if mlflow.get_experiment_by_name(experiment) is None:
             loc = (self.artifact_root / experiment).as_uri() if self.artifact_root and self.uri.startswith("sqlite") else None
             # tag the experiment as model training so the UI opens on its runs table, not the GenAI view
@@ -81,12 +127,6 @@ class MLflowTracker(Tracker):
         mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
-        if run_id is None:
-            flat = flatten(params)
-            items = sorted(flat.items())
-            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-                mlflow.log_params(dict(items[i : i + 100]))
-        log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, experiment, self.uri)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
@@ -111,6 +151,12 @@ class MLflowTracker(Tracker):
             return
         if error is None:
             mlflow.end_run(status="FINISHED")
+            return
+        if _interrupted(error):
+            try:
+                mlflow.set_tag("interrupted", str(error) or "KeyboardInterrupt")
+            finally:
+                mlflow.end_run(status="KILLED")
             return
         msg = f"{type(error).__name__}: {error}"
         try:

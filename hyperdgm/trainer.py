@@ -2,7 +2,11 @@
 
 It knows nothing of hypernetworks, masks or replay: it feeds batches of the current task to
 ``method.step``, evaluates every seen task after each task into the accuracy matrix ``R``,
-checkpoints, and hands the numbers to the tracker.
+checkpoints, and hands the numbers to the tracker. A non-finite loss (seen at the periodic host
+sync) or non-finite method state (checked after each task, before its checkpoint) stops the run
+with a :class:`~hyperdgm.errors.DivergenceError`: no numbers and no checkpoint from a diverged net.
+Checkpoints carry the run's identity and a digest (:mod:`hyperdgm.rundir`); loading verifies both
+and falls back to the newest intact checkpoint.
 """
 from __future__ import annotations
 
@@ -12,20 +16,24 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .errors import CheckpointError, ConfigError, DivergenceError
 from .methods.base import Method
+from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
 from .tracking import Tracker, accuracy_matrix_artifacts
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+#: Keys of a checkpoint that tie it to its run (see :meth:`Trainer.load_checkpoint`).
+IDENTITY_KEYS = ("run_key", "config_hash", "seed")
 
 
 @dataclass
@@ -43,8 +51,11 @@ class TrainerConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "TrainerConfig":
         cfg = dict(cfg or {})
-        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        return cls(**known)
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown trainer key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(cls.__dataclass_fields__)})")
+        return cls(**cfg)
 
 
 @dataclass
@@ -55,6 +66,32 @@ class Result:
     param_counts: dict[str, float]
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every floating tensor in a nested state (dicts, lists, tuples), with its dotted path."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            yield prefix or "value", obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}[{i}]")
+
+
+def first_non_finite(state: Any) -> str | None:
+    """Path of the first floating tensor in ``state`` holding a NaN or inf (one host sync per device)."""
+    items = [(k, t) for k, t in _tensors(state) if t.numel()]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(items):
+        by_device.setdefault(t.device, []).append(i)
+    for idx in by_device.values():
+        ok = torch.stack([torch.isfinite(items[i][1].detach()).all() for i in idx]).cpu()
+        if not bool(ok.all()):
+            return items[idx[int((~ok).nonzero()[0])]][0]
+    return None
 
 
 def task_seed(seed: int, task_id: int) -> int:
@@ -74,6 +111,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.benchmark = benchmark
@@ -82,6 +120,7 @@ class Trainer:
         self.cfg = cfg if isinstance(cfg, TrainerConfig) else TrainerConfig.from_mapping(cfg)
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = seed
+        self.identity = dict(identity or {})  # run_key, config_hash: written into every checkpoint
         self.device = torch.device(device)
         self.rng = torch.Generator(device=self.device)
         n = benchmark.n_tasks
@@ -100,9 +139,9 @@ class Trainer:
         return self.run_dir / "checkpoints" if self.run_dir else None
 
     def save_checkpoint(self, task_id: int) -> Path | None:
+        """Write the state after ``task_id`` (finite only) with its digest; durable and atomic."""
         if not (self.cfg.checkpoint and self.ckpt_dir):
             return None
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"task_{task_id:03d}.pt"
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -110,35 +149,75 @@ class Trainer:
             "method_name": self.method.name,
             "benchmark": self.benchmark.name,
             "scenario": self.scenario.name,
+            **self.identity,
             "seed": self.seed,
             "R": torch.from_numpy(self.R.copy()),
             "task_times": list(self.task_times),
             "run_id": self.tracker.run_id,
             "method": self.method.checkpoint_state(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # never leave a half-written checkpoint behind
+        self.check_finite(state["method"], task_id, "before writing its checkpoint")
+        try:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_checkpoint(path, state)
+        except OSError as err:
+            raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
         return path
 
     @staticmethod
     def latest_checkpoint(run_dir: str | Path) -> Path | None:
-        files = sorted((Path(run_dir) / "checkpoints").glob("task_*.pt"))
+        """The newest checkpoint file (unverified; :meth:`load_latest` verifies and falls back)."""
+        files = checkpoint_files(Path(run_dir))
         return files[-1] if files else None
 
-    def load_checkpoint(self, path: str | Path) -> int:
-        """Restore the state after a finished task; returns the next task to train."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+    def check_identity(self, state: Mapping[str, Any], path: Path) -> None:
+        """Refuse a checkpoint of another run, method, benchmark or scenario."""
         for key, mine in (("method_name", self.method.name), ("benchmark", self.benchmark.name),
                           ("scenario", self.scenario.name)):
-            if state[key] != mine:
-                raise ValueError(f"checkpoint {path} is for {key}={state[key]!r}, not {mine!r}")
+            if state.get(key) != mine:
+                raise ConfigError(f"checkpoint {path} is for {key}={state.get(key)!r}, not {mine!r}")
+        expect = {"seed": self.seed, **self.identity}
+        for key in IDENTITY_KEYS:
+            if key in expect and state.get(key) != expect[key]:
+                raise ConfigError(f"checkpoint {path} belongs to another run ({key} {state.get(key)!r}, "
+                                  f"this run {expect[key]!r}); refusing to resume from it")
+
+    def load_checkpoint(self, path: str | Path, state: Mapping[str, Any] | None = None) -> int:
+        """Restore the state after a finished task (verified); returns the next task to train."""
+        path = Path(path)
+        if state is None:
+            try:
+                state = read_checkpoint(path, self.device)
+            except CorruptCheckpoint as err:
+                raise ConfigError(str(err)) from err
+        self.check_identity(state, path)
         self.method.load_checkpoint_state(state["method"])
         self.R = state["R"].cpu().numpy().copy()
         self.task_times = list(state["task_times"])
         self.start_task = int(state["task"]) + 1
         log.info("resumed from %s: continuing at task %d", path, self.start_task)
         return self.start_task
+
+    def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """Load the newest intact checkpoint, warning about each damaged newer one; None if none is left."""
+        files = checkpoint_files(self.run_dir) if self.run_dir else []
+        for i, path in enumerate(reversed(files)):
+            try:
+                state = read_checkpoint(path, self.device)
+            except CorruptCheckpoint as err:
+                older = files[-2 - i].name if i + 2 <= len(files) else "the first task"
+                log.warning("checkpoint damaged, falling back to %s: %s", older, err)
+                continue
+            self.load_checkpoint(path, state)
+            return path, state
+        return None
+
+    def check_finite(self, state: Any, task_id: int, when: str) -> None:
+        """Raise :class:`DivergenceError` when any floating tensor of ``state`` is NaN or inf."""
+        bad = first_non_finite(state)
+        if bad is not None:
+            raise DivergenceError(f"training diverged in task {task_id + 1}/{self.benchmark.n_tasks}: "
+                                  f"non-finite values in {bad} {when}; no checkpoint written for this task")
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -199,10 +278,19 @@ class Trainer:
                 losses = m.step(x, y, task.id)
             if self.cfg.log_every and (it + 1) % self.cfg.log_every == 0:
                 vals = {k: float(v) for k, v in losses.items()}  # the only host sync, every log_every steps
+                self._check_losses(vals, task.id, it + 1, iters)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()}, refresh=False)
                 self.tracker.log_metrics({f"train/{k}": v for k, v in vals.items()}, step=base_step + it + 1)
         bar.close()
         m.end_task(task)
+
+    def _check_losses(self, vals: Mapping[str, float], task_id: int, step: int, iters: int) -> None:
+        bad = {k: v for k, v in vals.items() if not math.isfinite(v)}
+        if bad:
+            raise DivergenceError(
+                f"training diverged in task {task_id + 1}/{self.benchmark.n_tasks} at step {step}/{iters}: "
+                f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
+                "no checkpoint written for this task")
 
     def fit(self) -> Result:
         bench = self.benchmark
@@ -210,6 +298,7 @@ class Trainer:
         for task in bench.tasks[self.start_task : end]:
             t0 = time.perf_counter()
             self.train_task(task)
+            self.check_finite(self.method.checkpoint_state(), task.id, "after training")
             self.task_times.append(time.perf_counter() - t0)
             accs = self.evaluate(task.id)
             self.R[task.id, : task.id + 1] = accs

@@ -29,7 +29,7 @@ def test_resume_reaches_the_same_numbers(data_root, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     cli(tmp_path, data_root, f"hydra.run.dir={full}")
     cli(tmp_path, data_root, f"hydra.run.dir={part}", "trainer.stop_after=2")
-    assert sorted(p.name for p in (part / "checkpoints").iterdir()) == ["task_000.pt", "task_001.pt"]
+    assert sorted(p.name for p in (part / "checkpoints").glob("*.pt")) == ["task_000.pt", "task_001.pt"]
     assert not (part / "accuracy_matrix.csv").exists()
     cli(tmp_path, data_root, f"hydra.run.dir={tmp_path / 'resumer'}", f"resume={part}")
     assert (part / "checkpoints" / "task_002.pt").exists()

@@ -48,7 +48,7 @@ def test_finetune_forgets_joint_does_not_and_mlflow_has_it(data_root, tmp_path):
     assert {"config.yaml", "accuracy_matrix.csv", "accuracy_matrix.png"} <= arts
     csv = (tmp_path / "ft" / "accuracy_matrix.csv").read_text().splitlines()
     assert csv[0] == "after_task,task_0,task_1,task_2" and len(csv) == 4
-    assert sorted(p.name for p in (tmp_path / "ft" / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ft" / "checkpoints").glob("*.pt")) == [
         "task_000.pt", "task_001.pt", "task_002.pt"]
     ck = torch.load(tmp_path / "ft" / "checkpoints" / "task_002.pt", weights_only=True)
     assert ck["task"] == 2 and torch.allclose(ck["R"].double(), torch.from_numpy(ft.R), equal_nan=True)

@@ -6,7 +6,9 @@ small in-process LRU cache (keyed by the files read, their size and mtime, and t
 split), so building several benchmarks in one process reads each file once. Cached
 tensors are shared: callers must not modify them in place.
 
-Note: the CIFAR formats are Python pickles; only read files from a trusted source.
+The CIFAR formats are Python pickles. They are read with a restricted unpickler that only
+builds what the genuine files contain (dicts, lists, bytes, str, numbers and numpy arrays): a
+pickle that asks for anything else (e.g. a function to call) is refused with a :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -182,6 +184,59 @@ _CIFAR10_FILES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_
 _CIFAR100_DIR = "cifar-100-python"
 
 
+def _latin1_encode(obj: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes; only the latin-1 codec."""
+    if not isinstance(obj, str) or encoding.lower().replace("-", "") not in ("latin1", "latin"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode({type(obj).__name__}, {encoding!r})")
+    return obj.encode("latin1")
+
+
+def _plain_dtype(*args, **kwargs) -> np.dtype:
+    """``numpy.dtype`` without object dtypes (whose elements would be arbitrary objects)."""
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"refused object dtype {dt}")
+    return dt
+
+
+def _reconstruct(subtype, *args):
+    """``numpy``'s array reconstructor, for plain ``ndarray`` only."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused array subtype {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, *args)
+
+
+def _frombuffer(buf, dtype, shape, order):
+    """``numpy``'s protocol-5 array reconstructor, plain dtypes only."""
+    return np.frombuffer(buf, dtype=_plain_dtype(dtype)).reshape(shape, order=order)
+
+
+#: Every global a genuine CIFAR pickle (or one re-saved by numpy) refers to; numpy 2 moved
+#: ``numpy.core`` to ``numpy._core``.
+_CIFAR_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, tuples, bytes, str, numbers and plain numpy arrays."""
+
+    def find_class(self, module: str, name: str):
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (not part of a CIFAR file)")
+        return found
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused persistent id")
+
+
 def _get(d: dict, key: str, path: Path):
     for k in (key.encode(), key):
         if k in d:
@@ -192,7 +247,9 @@ def _get(d: dict, key: str, path: Path):
 def _read_cifar_pickle(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: not a genuine CIFAR pickle, refused to load it ({e})") from e
     except Exception as e:  # corrupt pickles raise many different exception types
         raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
     if not isinstance(d, dict):
