@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from . import config_check as cc
 from .config_check import resolve_device
 from .data.benchmarks import build_benchmark
+from .data.readers import DataError
 from .errors import ConfigError, Interrupted
 from .methods import build_method
 from .rundir import CONFIG_FILE, RunDir
-from .scenarios import make_scenario
+from .scenarios import ScenarioError, make_scenario
 from .tracking import build_tracker
 from .trainer import Result, Trainer
 
@@ -113,6 +114,17 @@ def _state_bytes(state: Any) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def bad_input() -> Iterator[None]:
+    """Before training, a ``ValueError`` or missing file is bad input: re-raise it as a :class:`ConfigError`."""
+    try:
+        yield
+    except (ConfigError, ScenarioError, DataError):
+        raise
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from err
+
+
 def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None) -> Result:
     """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``.
 
@@ -124,24 +136,32 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None) -> Result:
     resuming = bool(cfg.get("resume"))
-    if resuming:
-        cfg, run_dir = load_resume_config(cfg, overrides)
-    c = cc.validate(cfg)
-    device = resolve_device(c.get("device", "auto"))
-    method = build_method(method_config(cfg))
-    cc.check_method_scenario(method, c)  # before the data loads
+    with bad_input():
+        if resuming:
+            cfg, run_dir = load_resume_config(cfg, overrides)
+        c = cc.validate(cfg)
+        device = resolve_device(c.get("device", "auto"))
+        method = build_method(method_config(cfg))
+        cc.check_method_scenario(method, c)  # before the data loads
     rd = RunDir(run_dir)
     rd.lock()
     try:
-        identity = _check_claim(rd, cfg, resuming)
-        _preflight(cfg, rd)
-        return _train(cfg, c, rd, method, device, identity, resuming)
+        with bad_input():
+            identity = _check_claim(rd, cfg, resuming)
+            _preflight(cfg, rd)
+            trainer = _build(c, rd, method, device)
+            if identity is None:  # the data loaded: tie the run dir to this new run
+                identity = rd.create_identity(int(c["seed"]), cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
+            trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
+            if resuming and trainer.load_latest() is None:
+                log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
+        return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None)
     finally:
         rd.unlock()
 
 
-def _train(cfg: DictConfig, c: dict[str, Any], rd: RunDir, method: Any, device: torch.device,
-           identity: dict[str, Any] | None, resuming: bool) -> Result:
+def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> Trainer:
+    """Torch settings, the data, the scenario and the trainer (the method set up on them)."""
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
     if c.get("deterministic"):
@@ -155,30 +175,28 @@ def _train(cfg: DictConfig, c: dict[str, Any], rd: RunDir, method: Any, device: 
     bench = build_benchmark(bcfg["name"], c["data_root"], seed=seed, **kwargs).to(device)
     scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)
     scenario.check(method.name, method.scenarios)
-
-    tracker = build_tracker(c.get("tracking"))
-    if identity is None:  # the data loaded: tie the run dir to this new run
-        identity = rd.create_identity(seed, cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
-    trainer = Trainer(method, bench, scenario, tracker=tracker, cfg=c["trainer"], run_dir=rd.path, seed=seed,
-                      device=device, identity={k: identity[k] for k in ("run_key", "config_hash")})
+    trainer = Trainer(method, bench, scenario, tracker=build_tracker(c.get("tracking")), cfg=c["trainer"],
+                      run_dir=rd.path, seed=seed, device=device)
     if trainer.cfg.checkpoint:
         need = 2 * _state_bytes(method.checkpoint_state()) + (16 << 20)
         cc.check_free_space(rd.path, need, "run dir")
-    run_id = rd.mlflow_run_id() if resuming else None
-    if resuming and trainer.load_latest() is None:
-        log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
+    return trainer
 
-    tracker.start(experiment=bench.name, run_name=str(c.get("run_name") or method.name), params=c, run_id=run_id)
+
+def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None) -> Result:
+    """Open (or continue) the MLflow run, train, and end the run FINISHED, FAILED or KILLED."""
+    tracker, method, bench, scenario = trainer.tracker, trainer.method, trainer.benchmark, trainer.scenario
     try:
+        tracker.start(experiment=bench.name, run_name=str(c.get("run_name") or method.name), params=c, run_id=run_id)
         rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
-                          "device": str(device), "run_dir": str(rd.path)})
+                          "device": str(trainer.device), "run_dir": str(rd.path)})
         counts = method.param_counts()
         tracker.log_metrics({f"params/{k}": float(v) for k, v in counts.items()})
         if run_id is None:
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         log.info("%s on %s (%s), %d tasks, device %s, params %s", method.name, bench.name, scenario.name,
-                 bench.n_tasks, device, counts)
+                 bench.n_tasks, trainer.device, counts)
         result = trainer.fit()
     except BaseException as err:
         tracker.finish(error=err)

@@ -18,12 +18,13 @@ from omegaconf import DictConfig
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted, RunFailed
 from .experiment import run_experiment
-from .rundir import IDENTITY_FILE
+from .rundir import IDENTITY_FILE, MLFLOW_ID_FILE
 from .scenarios import ScenarioError
 
 log = logging.getLogger("hyperdgm")
 
-BAD_INPUT = (ConfigError, ScenarioError, DataError, FileNotFoundError, ValueError)
+#: Bad input (the experiment re-raises a ValueError found before training as a ConfigError).
+BAD_INPUT = (ConfigError, ScenarioError, DataError)
 
 
 def report(message: str) -> None:
@@ -39,8 +40,8 @@ def report(message: str) -> None:
 def interrupted_line(err: Interrupted, run_dir: Path) -> str:
     if not (run_dir / IDENTITY_FILE).exists():
         return f"interrupted by {err.signame} before training started; nothing to resume"
-    return (f"interrupted by {err.signame}: run marked KILLED, finished tasks are checkpointed; "
-            f"continue with: python -m hyperdgm.run resume={run_dir}")
+    killed = "; MLflow run marked KILLED" if (run_dir / MLFLOW_ID_FILE).exists() else ""
+    return f"interrupted by {err.signame}{killed}; continue with: python -m hyperdgm.run resume={run_dir}"
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

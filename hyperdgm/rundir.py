@@ -81,7 +81,11 @@ def write_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     digest = hashlib.sha256(data).hexdigest()
     # digest first: a crash between the two renames leaves a mismatch, never an unchecked file
     atomic_write(digest_path(path), f"{digest}  {path.name}\n".encode())
-    atomic_write(path, data)
+    try:
+        atomic_write(path, data)
+    except BaseException:
+        digest_path(path).unlink(missing_ok=True)
+        raise
 
 
 def read_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:

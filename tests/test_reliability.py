@@ -5,6 +5,7 @@ Command-line checks run ``python -m hyperdgm.run`` in subprocesses on tiny confi
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -153,6 +154,32 @@ def test_corrupt_checkpoints_fall_back_to_the_newest_intact_one(data_root, tmp_p
         resumed = run_experiment(_quick(data_root, tmp_path, f"resume={part}"), tmp_path / "x")
     assert "task_002.pt: sha256 does not match" in caplog.text and "falling back to task_001.pt" in caplog.text
     np.testing.assert_array_equal(resumed.R, full.R)
+
+
+def test_full_disk_refused_up_front_and_a_failed_write_names_the_file(data_root, tmp_path, monkeypatch):
+    from hyperdgm.errors import CheckpointError
+
+    monkeypatch.setattr("hyperdgm.config_check.shutil.disk_usage",
+                        lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(ConfigError, match=r"run dir .*: 0 MiB free, a checkpoint needs about \d+ MiB"):
+        run_experiment(_quick(data_root, tmp_path), tmp_path / "a")
+    monkeypatch.undo()
+
+    class FullDisk:
+        """``os`` for the checkpoint writer, as on a disk that fills up during the run."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fsync(self, fd):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".pt.tmp"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            os.fsync(fd)
+
+    monkeypatch.setattr("hyperdgm.rundir.os", FullDisk())
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*b/checkpoints/task_000.pt: No space left"):
+        run_experiment(_quick(data_root, tmp_path), tmp_path / "b")
+    assert list((tmp_path / "b" / "checkpoints").iterdir()) == []  # no partial file, no orphan digest
 
 
 # -- signals --------------------------------------------------------------------------------------------
