@@ -48,7 +48,8 @@ def method_config(cfg: DictConfig) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (once; later ones wait)."""
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (once; later ones are ignored
+    while the run winds down: marks the MLflow run, releases the lock)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
