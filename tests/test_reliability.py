@@ -288,3 +288,30 @@ def test_config_is_validated_before_any_work(data_root, tmp_path, override, mess
         run_experiment(cfg, tmp_path / "r")
     assert message in str(err.value)
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_takes_safe_overrides_and_refuses_the_rest(data_root, tmp_path):
+    from hyperdgm.config_check import resume_config
+
+    saved = quick_cfg(data_root, tmp_path, "method=finetune", "trainer.stop_after=1")
+    over = ["threads=2", "device=cpu", "trainer.progress=true", "tracking=none", "benchmark.n_tasks=3"]
+    cmd = quick_cfg(data_root, tmp_path, *over)  # default method (hnet_r): not overridden, so not used
+    out = resume_config(saved, cmd, over)
+    assert (out.threads, out.device, out.trainer.progress, out.tracking.backend) == (2, "cpu", True, "none")
+    assert out.method.name == "finetune" and out.trainer.stop_after is None and out.benchmark.n_tasks == 3
+    for bad in (["method.lr=0.5"], ["benchmark.n_tasks=2"], ["seed=1"], ["+trainer.iter=5"], ["method=joint"]):
+        with pytest.raises(ConfigError, match="refusing to change"):
+            resume_config(saved, quick_cfg(data_root, tmp_path, *bad), bad)
+
+
+def test_signals_raise_interrupted():
+    from hyperdgm.errors import Interrupted
+    from hyperdgm.experiment import signals_as_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        with pytest.raises(Interrupted) as err, signals_as_interrupts():
+            os.kill(os.getpid(), sig)
+            time.sleep(5)
+        assert err.value.exit_code == code
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
