@@ -2,9 +2,9 @@
 
 * ``dgm_w`` (DGMw): a real-valued embedding per weight and task; the mask ``m = sigmoid(s e)``
   multiplies the weights.
-* ``dgm_a`` (DGMa): an embedding per unit and task (HAT-style activation masks); since the
-  generator's layers have no bias after the mask, masking a unit's output equals masking that
-  unit's slice of the weight, so both variants hand out masked weights.
+* ``dgm_a`` (DGMa): an embedding per unit and task (HAT-style activation masks); a unit's mask
+  scales the weights into it and out of it (the generator's layers have no bias), so both variants
+  hand out masked weights.
 
 While task ``t`` trains, ``s`` is annealed (DGMw: per batch inside an epoch and across epochs;
 DGMa: per epoch), the embedding gradients get HAT's compensation, every weight's gradient is
@@ -337,9 +337,17 @@ class DgmA(_Masks):
         return v.view(shape)
 
     def _param_masks(self, masks: Sequence[Tensor]) -> list[Tensor | None]:
-        pos = self._layer_pos()
-        return [self._along(masks[pos[m.layer]], m, m.out_dim) if m.layer in pos and m.out_dim is not None else None
-                for m in self.meta]
+        """A weight is scaled by the mask of its output unit and of its input unit (a masked unit sends
+        nothing on). The official code masks before the per-task batch norm, so a masked unit still
+        emits ``relu(beta)`` while its outgoing weights stay trainable, and old tasks drift."""
+        pos, out = self._layer_pos(), []
+        for m in self.meta:
+            f = self._along(masks[pos[m.layer]], m, m.out_dim) if m.layer in pos else None
+            if m.kind == "weight" and m.in_dim is not None and m.layer - 1 in pos:
+                g = self._along(masks[pos[m.layer - 1]], m, m.in_dim)
+                f = g if f is None else f * g
+            out.append(f)
+        return out
 
     def _grad_masks(self, cum: Sequence[Tensor]) -> list[Tensor | None]:
         """HAT: a weight is frozen where its output unit and its input unit are both reserved

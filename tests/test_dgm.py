@@ -1,0 +1,271 @@
+"""DGM: annealing, sparsity term, reserved weights bit-identical, expansion, resume after growth, the swaps."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hyperdgm.experiment import run_experiment
+from hyperdgm.memory import GenerativeMemory
+from hyperdgm.memory.dgm import anneal_s
+
+from .helpers import quick_cfg
+
+TINY_DGM = dict(model="acgan", arch="dcgan", condition="class", latent_dim=12, cond_dim=4, ngf=4,
+                acgan=dict(ndf=8), emb_lr=0.01)
+
+
+def _memory(protection: str, n_tasks: int = 3, **over) -> GenerativeMemory:
+    torch.manual_seed(0)
+    cfg = {**TINY_DGM, "protection": protection, **over}
+    return GenerativeMemory(cfg, (1, 32, 32), n_tasks, task_classes=[[t] for t in range(n_tasks)])
+
+
+def _train(mem: GenerativeMemory, t: int, steps: int = 6, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed + t)
+    mem.begin_task(t, schedule=(steps, 3))
+    x = torch.rand(16, 1, 32, 32, generator=g)
+    for _ in range(steps):
+        mem.step(x, t, cond=torch.full((16,), t))
+    mem.end_task(t)
+
+
+def _roundtrip(mem: GenerativeMemory, cfg_over: dict, n_tasks: int = 3) -> GenerativeMemory:
+    buf = io.BytesIO()
+    torch.save(mem.checkpoint_state(), buf)
+    buf.seek(0)
+    fresh = _memory(mem.protection.name, n_tasks, **cfg_over)
+    fresh.load_checkpoint_state(torch.load(buf, weights_only=True))
+    return fresh
+
+
+# -- annealing ------------------------------------------------------------------------------
+def test_annealing_values():
+    smax = 1e4
+    # official: s_max(e) = (smax - 1/smax) e / n + 1/smax; s rises within the epoch from 1/s_max(e) to ~s_max(e)
+    s, se = anneal_s(smax, 1, 0.0, 101, per_batch=True, mode="official")
+    assert se == pytest.approx((smax - 1 / smax) / 101 + 1 / smax)
+    assert s == pytest.approx(1 / se)
+    s, _ = anneal_s(smax, 100, 0.5, 101, per_batch=True, mode="official")
+    se = (smax - 1 / smax) * 100 / 101 + 1 / smax
+    assert s == pytest.approx((se - 1 / se) * 0.5 + 1 / se)
+    # the official epoch-0 quirk: s starts at smax and falls
+    assert anneal_s(smax, 0, 0.0, 101, per_batch=True, mode="official")[0] == pytest.approx(smax)
+    # paper mode: rises in every epoch and reaches smax in the last one
+    assert anneal_s(smax, 100, 1.0, 101, per_batch=True, mode="paper")[0] == pytest.approx(smax - 1 / smax, rel=1e-6)
+    assert anneal_s(smax, 0, 0.0, 101, per_batch=True)[0] < 1.0
+    # DGMa: constant within the epoch
+    a = anneal_s(1e5, 3, 0.1, 10, per_batch=False)
+    b = anneal_s(1e5, 3, 0.9, 10, per_batch=False)
+    assert a == b and a[0] == pytest.approx((1e5 - 1e-5) * 4 / 10 + 1e-5)
+    with pytest.raises(ValueError):
+        anneal_s(smax, 0, 0.0, 1, per_batch=True, mode="nope")
+
+
+def test_memory_progress_drives_s():
+    mem = _memory("dgm_w")
+    mem.begin_task(0, schedule=(20, 10))
+    x = torch.rand(8, 1, 32, 32)
+    s0 = mem.protection.current_s()[0]
+    for _ in range(5):
+        mem.step(x, 0, cond=torch.zeros(8, dtype=torch.long))
+    assert mem.progress() == (0, 0.5, 2)
+    assert mem.protection.current_s()[0] > s0
+
+
+# -- the sparsity term -----------------------------------------------------------------------
+def test_sparsity_term_ignores_reserved_capacity():
+    mem = _memory("dgm_w")
+    p = mem.protection
+    _train(mem, 0, steps=2)
+    mem.begin_task(1, schedule=(10, 10))
+    cum = p.cum
+    with torch.no_grad():
+        for e in p.emb:
+            e.normal_()
+    s = p.current_s()[0]
+    m = [torch.sigmoid(s * e) for e in p.emb]
+    lam = p.lamb * p._units(p.meta) / p.units0
+    expect = lam * sum((mi * (1 - ci)).sum() for mi, ci in zip(m, cum)) / sum((1 - ci).sum() for ci in cum)
+    assert p.penalty().item() == pytest.approx(expect.item(), rel=1e-5)
+    assert lam > p.lamb  # the body grew: lambda scales with the units now over the units at the start
+    # changing the embedding where capacity is reserved leaves the term unchanged
+    before = p.penalty().item()
+    with torch.no_grad():
+        for e, c in zip(p.emb, cum):
+            e.add_(c * 7.0)
+    assert any(c.sum() > 0 for c in cum)
+    assert p.penalty().item() == pytest.approx(before, rel=1e-6)
+
+
+# -- reserved weights and old samples ------------------------------------------------------------
+@pytest.mark.parametrize("protection", ["dgm_w", "dgm_a"])
+def test_reserved_weights_bit_identical_after_further_tasks(protection):
+    mem = _memory(protection)
+    _train(mem, 0)
+    w0 = [w.clone() for w in mem.protection.weights([0])[0]]
+    z = torch.randn(10, mem.latent_dim, generator=torch.Generator().manual_seed(5))
+    cond = torch.zeros(10, dtype=torch.long)
+    x0 = mem.sample(0, 10, z=z, cond=cond)
+    widths0 = list(mem.body.widths)
+    _train(mem, 1)
+    _train(mem, 2)
+    assert mem.body.widths != widths0 or protection == "dgm_a"  # DGMw grows after every task here
+    w0_now = mem.protection.weights([0])[0]
+    for a, b in zip(w0, w0_now):  # old task's (masked) weights: bit-identical where it had them
+        assert torch.equal(b[tuple(slice(0, s) for s in a.shape)], a)
+    assert torch.equal(mem.sample(0, 10, z=z, cond=cond), x0)  # and so are its samples, after two expansions
+
+
+def test_gradients_masked_by_cumulative_mask():
+    mem = _memory("dgm_w")
+    _train(mem, 0)
+    before = [p.detach().clone() for p in mem.protection.params]
+    cum = [c.clone() for c in mem.protection.cum]
+    _train(mem, 1)
+    for b, p, c in zip(before, mem.protection.params, cum):
+        sl = tuple(slice(0, s) for s in b.shape)
+        reserved = c.bool()
+        assert torch.equal(p.detach()[sl][reserved], b[reserved])       # reserved: frozen
+        assert not torch.equal(p.detach()[sl][~reserved], b[~reserved])  # free: trained
+
+
+def test_dgm_a_freezes_where_both_units_are_reserved():
+    mem = _memory("dgm_a")
+    _train(mem, 0)
+    p = mem.protection
+    cum = p.cum
+    gm = p._grad_masks(cum)
+    # conv2 weight [in, out, k, k]: frozen iff in-unit (conv1 out) and out-unit (conv2 out) both reserved
+    expect = 1 - torch.minimum(cum[1].view(1, -1, 1, 1), cum[0].view(-1, 1, 1, 1))
+    assert torch.equal(gm[1], expect.expand_as(gm[1]))
+    assert torch.equal(gm[0], (1 - cum[0]).view(1, -1, 1, 1).expand_as(gm[0]))
+
+
+# -- expansion --------------------------------------------------------------------------------------
+def test_dgm_w_expansion_keeps_free_capacity_on_a_constructed_mask():
+    mem = _memory("dgm_w")
+    p, body = mem.protection, mem.body
+    mem.begin_task(0, schedule=(1, 1))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a constructed mask: about 30% / 50% / 70% of each layer reserved
+        for e, frac in zip(p.emb, (0.3, 0.5, 0.7)):
+            e.copy_(torch.where(torch.rand(e.shape, generator=g) < frac, 1.0, -1.0))
+        reserved = [int((e > 0).sum()) for e in p.emb]
+    old = body.param_meta
+    mem.end_task(0)
+    new = body.param_meta
+    assert p.history[-1]["new_per_layer"] == reserved
+    for mo, mn, n, c in zip(old, new, reserved, p.cum):
+        added = mn.numel - mo.numel
+        free_before, free_after = mo.numel, mn.numel - int(c.sum())
+        assert free_after - free_before == added - n >= 0  # free capacity never shrinks
+        grew_out = mn.shape[mn.out_dim] - mo.shape[mo.out_dim]
+        k = mn.numel // (mn.shape[mn.in_dim] * mn.shape[mn.out_dim])
+        if grew_out > 0:  # ... and exceeds what was reserved by less than one output unit (the ceiling)
+            assert added - n < mn.shape[mn.in_dim] * k
+    assert body.widths != [m.shape[m.out_dim] for m in old]
+    # DGMa adds exactly the newly reserved units
+    ma = _memory("dgm_a")
+    ma.begin_task(0, schedule=(1, 1))
+    with torch.no_grad():
+        for e, n in zip(ma.protection.emb, (5, 3, 1)):
+            e.fill_(-1.0)
+            e[:n] = 1.0
+    w = list(ma.body.widths)
+    ma.end_task(0)
+    assert ma.body.widths == [w[0] + 5, w[1] + 3, w[2] + 1]
+
+
+def test_expansion_without_growth_is_refused_for_fixed_bodies():
+    mem = GenerativeMemory(dict(protection="dgm_w", arch="conv", conv_channels=4, latent_dim=4, model="vae",
+                                enc_hidden=[8]), (1, 32, 32), 2)
+    mem.begin_task(0, schedule=(2, 2))
+    mem.step(torch.rand(4, 1, 32, 32), 0)
+    mem.end_task(0)  # the conv body cannot grow: masks only, no expansion
+    assert mem.body.widths == [] and len(mem.growth) == 1
+
+
+def test_checkpoint_of_a_grown_memory_rebuilds_it():
+    mem = _memory("dgm_w")
+    _train(mem, 0)
+    _train(mem, 1)
+    assert len(mem.growth) == 3
+    fresh = _roundtrip(mem, {})
+    assert fresh.body.widths == mem.body.widths and fresh.body.task_widths == mem.body.task_widths
+    z = torch.randn(6, mem.latent_dim)
+    for t in range(2):
+        c = torch.full((6,), t)
+        assert torch.equal(fresh.sample(t, 6, z=z, cond=c), mem.sample(t, 6, z=z, cond=c))
+    assert fresh.param_counts() == mem.param_counts()
+    _train(fresh, 2)  # training continues on the grown net
+
+
+def test_wrong_order_refused():
+    mem = _memory("dgm_w")
+    with pytest.raises(RuntimeError):
+        mem.begin_task(1, schedule=(2, 2))
+    with pytest.raises(ValueError):
+        GenerativeMemory({**TINY_DGM, "protection": "dgm_w", "dgm": {"smax_typo": 1}}, (1, 32, 32), 2,
+                         task_classes=[[0], [1]])
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+RUN = ["benchmark=cil_mnist", "scenario=cil", "method=dgm", "benchmark.pad=32", "tracking=none",
+       "trainer.batch_size=32", "method.memory.ngf=4", "method.memory.acgan.ndf=8"]
+
+
+def _cfg(data_root, tmp_path, *over):
+    return quick_cfg(data_root, tmp_path, *RUN, *over)
+
+
+def test_resume_after_expansion_equals_uninterrupted(data_root, tmp_path):
+    over = ["benchmark.n_tasks=3", "benchmark.train_limit=96", "benchmark.test_limit=50", "trainer.iters_per_task=6",
+            "benchmark.val_size=20", "method.paper_eval_every=1"]
+    full = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / "full")
+    run_experiment(_cfg(data_root, tmp_path, *over, "trainer.stop_after=2"), tmp_path / "part")
+    resumed = run_experiment(_cfg(data_root, tmp_path, *over, f"resume={tmp_path / 'part'}"), tmp_path / "x")
+    assert np.array_equal(full.R, resumed.R, equal_nan=True)
+    assert full.param_counts == resumed.param_counts
+    assert full.param_counts["generator_width_0"] > 16  # the generator grew (4 * ngf at the start)
+
+
+@pytest.mark.parametrize("protection", ["hnet", "replay", "none"])
+def test_acgan_under_every_protection_runs(data_root, tmp_path, protection):
+    over = ["benchmark.n_tasks=2", "benchmark.train_limit=64", "benchmark.test_limit=40", "trainer.iters_per_task=4",
+            f"method.memory.protection={protection}", "method.memory.hnet.chunk_size=4000"]
+    r = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / protection)
+    assert np.isfinite(r.R[1, :2]).all() and r.param_counts["memory_generator_target"] > 0
+
+
+def test_hnet_r_vae_under_dgm_w_keeps_old_decoder(data_root, tmp_path):
+    over = ["method=hnet_r", "scenario=cl3", "tracking=none", "benchmark.n_tasks=3", "benchmark.train_limit=200",
+            "trainer.iters_per_task=20", "method.memory.protection=dgm_w", "method.memory.enc_hidden=[64]",
+            "method.memory.dec_hidden=[32,48]", "method.memory.latent_dim=8", "method.memory.emb_lr=0.01"]
+    from hyperdgm.experiment import method_config  # noqa: F401  (the config path the CLI takes)
+
+    r = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "hr")
+    assert np.isfinite(r.R[2]).all()
+    ck = torch.load(tmp_path / "hr" / "checkpoints" / "task_001.pt", weights_only=True)
+    mem_state = ck["method"]["memory"]
+    assert len(mem_state["growth"]) >= 2  # the MLP decoder grew after its tasks
+    assert r.param_counts["memory_generator_target"] > (20 + 100) * 32 + 32 * 48 + 48 * 784  # grown past the start
+
+
+@pytest.mark.parametrize("protection", ["dgm_w", "dgm_a"])
+def test_short_class_incremental_mnist_far_above_finetune(data_root, tmp_path, protection):
+    """3 digits, a few hundred steps each: old digits stay recognised through generated replay."""
+    over = ["benchmark.n_tasks=3", "benchmark.train_limit=1500", "benchmark.test_limit=300",
+            "trainer.iters_per_task=300", f"method.memory.protection={protection}", "trainer.batch_size=64",
+            "method.memory.ngf=8", "method.memory.acgan.ndf=16", "method.memory.acgan.d_norm=none",
+            "trainer.precision=bf16"]
+    if protection == "dgm_a":
+        over += ["method.memory.dgm.smax=100000", "method.memory.dgm.lamb=0.01"]
+    r = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / protection)
+    old = r.R[2, :2].mean()
+    assert old > 40, r.R  # a classifier without replay scores 0 on the old digits (it only ever saw one class)
+    assert r.summary["a_n"] > 60, r.R
+    assert math.isfinite(r.param_counts["stored_mask_bits"]) and r.param_counts["stored_mask_bits"] > 0
