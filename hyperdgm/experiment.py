@@ -179,7 +179,7 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
     trainer = Trainer(method, bench, scenario, tracker=build_tracker(c.get("tracking")), cfg=c["trainer"],
                       run_dir=rd.path, seed=seed, device=device)
     if trainer.cfg.checkpoint:
-        need = 2 * _state_bytes(method.checkpoint_state()) + (16 << 20)
+        need = 2 * _state_bytes(method.state_dict()) + (16 << 20)
         cc.check_free_space(rd.path, need, "run dir")
     return trainer
 

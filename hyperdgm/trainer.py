@@ -3,8 +3,9 @@
 It knows nothing of hypernetworks, masks or replay: it feeds batches of the current task to
 ``method.step``, evaluates every seen task after each task into the accuracy matrix ``R``,
 checkpoints, and hands the numbers to the tracker. A non-finite loss (seen at the periodic host
-sync) or non-finite method state (checked after each task, before its checkpoint) stops the run
-with a :class:`~hyperdgm.errors.DivergenceError`: no numbers and no checkpoint from a diverged net.
+sync) or non-finite method state (its ``state_dict`` after each task, the checkpoint state before it
+is written) stops the run with a :class:`~hyperdgm.errors.DivergenceError`: no numbers and no
+checkpoint from a diverged net.
 Checkpoints carry the run's identity and a digest (:mod:`hyperdgm.rundir`); loading verifies both
 and falls back to the newest intact checkpoint.
 """
@@ -298,7 +299,7 @@ class Trainer:
         for task in bench.tasks[self.start_task : end]:
             t0 = time.perf_counter()
             self.train_task(task)
-            self.check_finite(self.method.checkpoint_state(), task.id, "after training")
+            self.check_finite(self.method.state_dict(), task.id, "after training")
             self.task_times.append(time.perf_counter() - t0)
             accs = self.evaluate(task.id)
             self.R[task.id, : task.id + 1] = accs
