@@ -269,3 +269,41 @@ def test_short_class_incremental_mnist_far_above_finetune(data_root, tmp_path, p
     assert old > 40, r.R  # a classifier without replay scores 0 on the old digits (it only ever saw one class)
     assert r.summary["a_n"] > 60, r.R
     assert math.isfinite(r.param_counts["stored_mask_bits"]) and r.param_counts["stored_mask_bits"] > 0
+
+
+@pytest.mark.parametrize("preset", ["cil_svhn_dgmw", "cil_svhn_dgma", "cil_cifar10_dgmw"])
+def test_rgb_presets_run(preset, tiny_svhn, cifar10_root, tmp_path):
+    """The SVHN presets on small .mat files in the original format, CIFAR-10 on the real files."""
+    root = tiny_svhn.root if "svhn" in preset else cifar10_root
+    cfg = quick_cfg(root, tmp_path, f"experiment={preset}", "tracking=none", "benchmark.n_tasks=2",
+                    "benchmark.train_limit=5", "benchmark.val_size=1", "benchmark.test_limit=3",
+                    "trainer.epochs=null", "trainer.iters_per_task=2", "trainer.batch_size=4",
+                    "benchmark.net.hidden=null")
+    r = run_experiment(cfg, tmp_path / preset)
+    assert np.isfinite(r.R[1, :2]).all()
+    assert r.param_counts["memory_generator_target"] > 0
+
+
+def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods.dgm import DGM
+    from hyperdgm.scenarios import make_scenario
+
+    bench = build_benchmark("cil_mnist", data_root, n_tasks=2, train_limit=8, test_limit=8, val_size=2, pad=32)
+    m = DGM({"memory": dict(TINY_DGM)})
+    m.setup(bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    seq = iter([(50.0, 10.0), (80.0, 20.0), (70.0, 90.0)])  # (val, test) at three evaluation points
+    pending: dict[str, float] = {}
+
+    def fake(split, upto):
+        if split == "val":
+            pending["v"], pending["t"] = next(seq)
+            return pending["v"]
+        return pending["t"]
+
+    m._class_mean_acc = fake
+    m.begin_task(bench.tasks[0])
+    for _ in range(3):
+        m._paper_eval(0)
+    m.end_task(bench.tasks[0])
+    assert m.a_n_paper == [20.0]  # the test accuracy where validation was best, not the best test accuracy
