@@ -307,3 +307,16 @@ def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
         m._paper_eval(0)
     m.end_task(bench.tasks[0])
     assert m.a_n_paper == [20.0]  # the test accuracy where validation was best, not the best test accuracy
+
+
+def test_growth_table_follows_the_widths_per_task():
+    from hyperdgm.methods.dgm import growth_table
+
+    mem = _memory("dgm_w")
+    start = sum(mem.body.widths)
+    _train(mem, 0)
+    _train(mem, 1)
+    rows = growth_table(mem)
+    assert [r["task"] for r in rows] == [0.0, 1.0]
+    assert rows[-1]["width_sum"] == sum(mem.body.widths) > rows[0]["width_sum"] > start
+    assert rows[1]["linear_width_sum"] == 3 * start

@@ -169,10 +169,11 @@ class DGM(Method):
 def growth_table(memory: Any) -> list[dict[str, float]]:
     """Generator size per finished task against the linear worst case (a fresh net per task)."""
     hist = getattr(memory.protection, "history", [])
-    first = memory.growth[0] if memory.growth else memory.body.widths
+    tw = memory.body.task_widths
+    first = tw.get(0, memory.body.widths)
     rows = []
     for i, h in enumerate(hist):
-        widths = memory.growth[min(i + 1, len(memory.growth) - 1)]
+        widths = tw.get(int(h["task"]) + 1, memory.body.widths)  # what the next task starts with
         rows.append({"task": float(h["task"]), "width_sum": float(sum(widths)),
                      "linear_width_sum": float(sum(first) * (i + 2)), "reserved": float(h["reserved"]),
                      "free": float(h["free"])})
