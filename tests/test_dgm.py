@@ -320,3 +320,18 @@ def test_growth_table_follows_the_widths_per_task():
     assert [r["task"] for r in rows] == [0.0, 1.0]
     assert rows[-1]["width_sum"] == sum(mem.body.widths) > rows[0]["width_sum"] > start
     assert rows[1]["linear_width_sum"] == 3 * start
+
+
+def test_class_conditional_vae_in_hnet_r(data_root, tmp_path):
+    """The VAE conditioned on class labels (one-hot of the class, not the task) trains and replays."""
+    over = ["method=hnet_r", "scenario=cl3", "tracking=none", "benchmark.n_tasks=2", "benchmark.train_limit=200",
+            "trainer.iters_per_task=10", "+method.memory.condition=class", "method.memory.enc_hidden=[64]",
+            "method.memory.dec_hidden=[32]", "method.memory.latent_dim=8", "method.memory.hnet.chunk_size=4000"]
+    r = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "cc")
+    assert np.isfinite(r.R[1, :2]).all()
+    mem = GenerativeMemory(dict(condition="class", latent_dim=4, dec_hidden=[8], enc_hidden=[8], protection="none"),
+                           (1, 28, 28), 2, task_classes=[[0, 1], [2, 3]])
+    cond = mem.conditions([(1, 200)], torch.Generator().manual_seed(0))
+    assert set(cond.tolist()) == {2, 3}  # rows of task 1 are conditioned on task 1's classes
+    with pytest.raises(ValueError):
+        GenerativeMemory(dict(condition="class"), (1, 28, 28), 2)  # class conditions need the task's classes
