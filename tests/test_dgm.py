@@ -335,3 +335,45 @@ def test_class_conditional_vae_in_hnet_r(data_root, tmp_path):
     assert set(cond.tolist()) == {2, 3}  # rows of task 1 are conditioned on task 1's classes
     with pytest.raises(ValueError):
         GenerativeMemory(dict(condition="class"), (1, 28, 28), 2)  # class conditions need the task's classes
+
+
+def test_hnet_tir_with_one_hypernetwork_for_classifier_and_decoder(data_root, tmp_path):
+    over = ["method=hnet_tir", "scenario=cl3", "tracking=none", "benchmark.n_tasks=3", "benchmark.train_limit=300",
+            "trainer.iters_per_task=30", "method.shared_hnet=true", "method.memory.enc_hidden=[64]",
+            "method.memory.dec_hidden=[32]", "method.memory.latent_dim=8", "method.hnet.chunk_size=8000",
+            "method.tir.hidden=[64]"]
+    full = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "full")
+    assert np.isfinite(full.R[2]).all()
+    # the memory's hypernetwork is the classifier's: its trainable count is the classifier's alone
+    assert full.param_counts["memory_generator_trainable"] == 0
+    assert full.param_counts["target"] > 50000 + (8 + 100) * 32  # classifier + decoder generated together
+    run_experiment(quick_cfg(data_root, tmp_path, *over, "trainer.stop_after=2"), tmp_path / "part")
+    resumed = run_experiment(quick_cfg(data_root, tmp_path, *over, f"resume={tmp_path / 'part'}"), tmp_path / "x")
+    assert np.array_equal(full.R, resumed.R, equal_nan=True)
+
+
+def test_shared_hypernetwork_keeps_old_decoder_weights():
+    """Every memory step is regularized: the decoder weights generated for task 0 barely move in task 1."""
+    from hyperdgm.hnet import OutputRegularizer, WeightGenerator
+
+    torch.manual_seed(0)
+    mem = GenerativeMemory(dict(protection="hnet_shared", latent_dim=4, dec_hidden=[16], enc_hidden=[16], beta=1.0),
+                           (1, 8, 8), 2)
+    gen = WeightGenerator([[[3, 5]], mem.body.param_shapes], chunk_size=500, hidden=(8,), task_emb_size=8,
+                          chunk_emb_size=8)
+    reg = OutputRegularizer(1.0, lookahead=True)
+    mem.protection.attach(gen, 1, reg)
+    x = torch.rand(16, 1, 8, 8)
+    for t in range(2):
+        reg.begin_task(gen, current_task=t)
+        gen.add_task()
+        mem.begin_task(t)
+        for _ in range(40):
+            out = mem.step(x, t)
+        if t == 0:
+            w0 = [w.detach().clone() for w in mem.protection.weights([0])[0]]
+        mem.end_task(t)
+    assert out["penalty"] > 0
+    drift = sum((a - b).pow(2).sum() for a, b in zip(mem.protection.weights([0])[0], w0)).item()
+    moved = sum((a - b).pow(2).sum() for a, b in zip(mem.protection.weights([1])[0], w0)).item()
+    assert drift < 0.05 * moved, (drift, moved)

@@ -33,7 +33,8 @@ from ..hnet import OutputRegularizer, WeightGenerator
 from ..hooks import WeightHook
 from .bodies import Body, ParamMeta
 
-__all__ = ["Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection", "GeneratorView",
+__all__ = ["Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection", "SharedHnetProtection",
+           "GeneratorView",
            "Snapshot", "PROTECTIONS", "register_protection", "build_protection", "Blocks", "ReplayData"]
 
 Blocks = list[tuple[int, int]]  # (task id, number of samples), batch rows ordered by block
@@ -314,6 +315,65 @@ class HnetProtection(Protection):
             self.reg.frozen.to(dev)
 
 
+class SharedHnetProtection(HnetProtection):
+    """The body's weights come from a learner's own :class:`WeightGenerator`, which generates the
+    learner's net and this body together (one hypernetwork, one task embedding per task, one output
+    regularizer over every generated weight).
+
+    Built like any protection, then :meth:`attach` hands it the shared generator, the index of the
+    body among its targets and the learner's regularizer. The generator and its checkpointed state
+    belong to the learner; each generator step of the memory is regularized with the same penalty
+    (with its own Adam lookahead), so no update of the shared weights is unprotected.
+    """
+
+    name = "hnet_shared"
+
+    def _setup(self, meta: Sequence[ParamMeta]) -> None:
+        self.shapes = [list(m.shape) for m in meta]
+
+    def attach(self, gen: WeightGenerator, target: int, reg: OutputRegularizer) -> None:
+        if gen.target_shapes[target] != self.shapes:
+            raise ValueError(f"shared hypernetwork target {target} has shapes {gen.target_shapes[target]}, "
+                             f"the generator body needs {self.shapes}")
+        self.__dict__["gen"] = gen  # plain references: the learner owns (and saves) them
+        self.__dict__["reg"] = reg
+        self.target = int(target)
+
+    @property
+    def attached(self) -> bool:
+        return "gen" in self.__dict__
+
+    def theta_parameters(self) -> list[nn.Parameter]:
+        if not self.attached:
+            raise RuntimeError("hnet_shared: attach() the learner's hypernetwork first")
+        return self.gen.hnet_parameters()
+
+    def grow(self, n_tasks: int) -> None:
+        if self.gen.n_tasks < n_tasks:
+            raise RuntimeError(f"hnet_shared: the learner's hypernetwork has {self.gen.n_tasks} task embeddings, "
+                               f"{n_tasks} needed")
+
+    def begin_task(self, task_id: int) -> None:
+        Protection.begin_task(self, task_id)  # the learner already took the regularizer's targets
+        self.grow(task_id + 1)
+
+    def weights(self, task_ids: Sequence[int], *, delta: Sequence[Tensor] | None = None) -> list[list[Tensor]]:
+        flat = self.gen.flat(list(task_ids), delta=delta)
+        return [self.gen.split(row)[self.target] for row in flat]
+
+    def trainable_numel(self) -> int:
+        return 0  # counted once, by the learner that owns the hypernetwork
+
+    def stored_numel(self) -> int:
+        return 0
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
 PROTECTIONS: dict[str, type[Protection]] = {}
 
 
@@ -323,7 +383,7 @@ def register_protection(cls: type[Protection]) -> type[Protection]:
     return cls
 
 
-for _cls in (HnetProtection, ReplayProtection, NoProtection):
+for _cls in (HnetProtection, SharedHnetProtection, ReplayProtection, NoProtection):
     register_protection(_cls)
 
 

@@ -67,7 +67,8 @@ class HNet(Method):
         self.target = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, self.k,
                                 hidden=net.get("hidden", (400, 400)), act=net.get("act", "relu"),
                                 no_weights=True).to(device)
-        self.gen = build_generator(self.target.net, self.cfg.get("hnet")).to(device)
+        self.gen = build_generator(self.generator_targets(), self.cfg.get("hnet")).to(device)
+        self.multi_target = len(self.gen.target_shapes) > 1  # the classifier is target 0
         self.reg = OutputRegularizer(
             float(self.cfg.get("beta", 0.01)), tasks_per_step=self.cfg.get("reg_tasks_per_step"),
             online_targets=bool(self.cfg.get("online_targets", False)),
@@ -76,6 +77,13 @@ class HNet(Method):
         self.reg_hook = OutputRegHook(self.reg, self.gen)
         self.inference = str(self.cfg.get("task_inference") or self.default_inference)
         self.temperature = float(self.cfg.get("entropy_temperature", 1.0))
+
+    def generator_targets(self) -> Any:
+        """What the hypernetwork generates: the classifier (subclasses may add more targets after it)."""
+        return self.target.net
+
+    def _classifier(self, w):
+        return w[0] if self.multi_target else w
 
     # -- training ------------------------------------------------------------------------
     def begin_task(self, task) -> None:
@@ -92,7 +100,7 @@ class HNet(Method):
                                       {**self.cfg, "lr": self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))})
 
     def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
-        w = self.gen(task_id) if weights is None else weights
+        w = self._classifier(self.gen(task_id)) if weights is None else weights
         out = self.target(x, w, condition=task_id)
         return out[:, : self.scenario.classes_per_task[task_id]]
 
@@ -111,7 +119,7 @@ class HNet(Method):
     def per_task_logits(self, x: Tensor) -> list[Tensor]:
         """The input through every seen task's generated net (weights for all tasks in one batched hnet call)."""
         flat = self.gen.flat(list(range(self.n_seen)))
-        return [self.logits(x, e, self.gen.split(flat[e])) for e in range(self.n_seen)]
+        return [self.logits(x, e, self._classifier(self.gen.split(flat[e]))) for e in range(self.n_seen)]
 
     @torch.no_grad()
     def infer_task(self, x: Tensor) -> Tensor:

@@ -28,8 +28,24 @@ class HNetTIR(HNet):
     scenarios = frozenset({"cl2", "cl3"})
     default_inference = "tir"
 
+    def generator_targets(self):
+        """With ``shared_hnet``: one hypernetwork generates the classifier and the memory's decoder."""
+        mcfg = dict(self.cfg.get("memory") or {})
+        self.shared = bool(self.cfg.get("shared_hnet", False))
+        if self.shared:
+            if mcfg.get("protection", "hnet") not in ("hnet", "hnet_shared"):
+                raise ValueError("hnet_tir shared_hnet=true needs memory.protection=hnet (the shared hypernetwork "
+                                 f"protects the decoder), got {mcfg.get('protection')!r}")
+            mcfg["protection"] = "hnet_shared"
+        if not self.shared:
+            return self.target.net
+        self.memory = build_memory(mcfg, self.benchmark, self.device)
+        return [self.target.net, self.memory.body.param_shapes]
+
     def setup(self, benchmark, scenario, device, rng) -> None:
-        super().setup(benchmark, scenario, device, rng)
+        super().setup(benchmark, scenario, device, rng)  # with shared_hnet, builds the memory first
+        if self.shared:
+            self.memory.protection.attach(self.gen, 1, self.reg)
         tcfg = dict(self.cfg.get("tir") or {})
         net = self.cfg.get("net") or {}
         self.tir = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, benchmark.n_tasks,
@@ -37,7 +53,8 @@ class HNetTIR(HNet):
                              act=net.get("act", "relu")).to(device)
         self.tir_cfg = {"lr": tcfg.get("lr", self.cfg.get("lr", 1e-3)), "n_replay": tcfg.get("n_replay", 128),
                         "w_replay": tcfg.get("w_replay", 0.5)}
-        self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
+        if not self.shared:  # built after the task-inference net (the order of the random initialisations)
+            self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
         self.pixels = PixelSpace(benchmark.tasks[0], device)
 
     def begin_task(self, task) -> None:
@@ -101,8 +118,8 @@ class HNetTIR(HNet):
         return {"module": module, "n_seen": self.n_seen, "memory": self.memory.checkpoint_state()}
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.grow_to(int(state["n_seen"]))  # first: a shared hypernetwork serves the memory too
         self.memory.load_checkpoint_state(state["memory"])
-        self.grow_to(int(state["n_seen"]))
         self.n_seen = int(state["n_seen"])
         missing, unexpected = self.load_state_dict(state["module"], strict=False)
         bad = [k for k in missing if not k.startswith("memory.")] + list(unexpected)
