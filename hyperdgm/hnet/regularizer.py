@@ -196,6 +196,11 @@ class OutputRegularizer:
             self._snapshot = snap.to(value.device)
 
     @property
+    def active(self) -> bool:
+        """Whether :meth:`penalty` is non-zero: past tasks to protect and ``beta > 0``."""
+        return self.n_past > 0 and self.beta > 0
+
+    @property
     def has_snapshot(self) -> bool:
         """Whether :meth:`penalty` can use the fast (factorised) form."""
         return self._snapshot is not None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,9 +30,17 @@ from torch import Tensor, nn
 
 from ..nets import activation
 
-__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "build_body", "BODIES"]
+__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "build_body", "BODIES", "image_32"]
 
 Shape = list[int]
+
+
+def image_32(shape: Sequence[int], what: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``shape``, refused unless the images are 32x32 (the conv nets' only size)."""
+    c, h, w = (int(s) for s in shape)
+    if (h, w) != (32, 32):
+        raise ValueError(f"{what} needs 32x32 images, got {h}x{w} (set benchmark.pad=32)")
+    return c, h, w
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,6 @@ class ParamMeta:
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Body(nn.Module):
     """Base class: declared weights, per-task widths, optional growth and own (per-task) modules.
@@ -74,6 +79,7 @@ class Body(nn.Module):
         super().__init__()
         self.widths: list[int] = [int(w) for w in widths]
         self.task_widths: dict[int, list[int]] = {}
+        self.task_conds: dict[int, list[int]] = {}  # the conditions (classes) of each begun task
         self._check(self._meta(self.widths))
 
     # -- declaration ------------------------------------------------------------------------
@@ -107,8 +113,9 @@ class Body(nn.Module):
 
     # -- lifecycle --------------------------------------------------------------------------
     def begin_task(self, task_id: int, conds: Sequence[int]) -> None:
-        """Record the widths task ``task_id`` is trained with; create its own modules."""
+        """Record the widths and conditions task ``task_id`` is trained with; create its own modules."""
         self.task_widths[int(task_id)] = list(self.widths)
+        self.task_conds[int(task_id)] = [int(c) for c in conds]
 
     def grow(self, widths: Sequence[int]) -> None:
         """Widen the growable layers to ``widths`` (never narrower)."""
@@ -130,7 +137,7 @@ class Body(nn.Module):
     def arch_state(self) -> dict[str, Any]:
         """What rebuilds this body's architecture: widths now and per task (plain python)."""
         return {"widths": list(self.widths), "task_widths": {int(k): list(v) for k, v in self.task_widths.items()},
-                "conds": {int(k): list(v) for k, v in getattr(self, "task_conds", {}).items()}}
+                "conds": {int(k): list(v) for k, v in self.task_conds.items()}}
 
     def load_arch(self, state: Mapping[str, Any]) -> None:
         """Rebuild the architecture of :meth:`arch_state` (before loading weights)."""
@@ -205,11 +212,9 @@ class ConvBody(Body):
     kind = "conv"
 
     def __init__(self, in_dim: int, out_shape: Sequence[int], channels: int = 64) -> None:
-        c, h, w = (int(s) for s in out_shape)
-        if (h, w) != (32, 32):
-            raise ValueError(f"conv decoder needs 32x32 images, got {h}x{w}")
         self.in_dim = int(in_dim)
-        self.out_shape = (c, h, w)
+        self.out_shape = image_32(out_shape, "the conv decoder")
+        c = self.out_shape[0]
         self.ch = [4 * int(channels), 2 * int(channels), int(channels), c]
         super().__init__([])
 
@@ -247,15 +252,11 @@ class DCGANBody(Body):
     per_task_modules = True
 
     def __init__(self, in_dim: int, out_shape: Sequence[int], ngf: int = 6) -> None:
-        c, h, w = (int(s) for s in out_shape)
-        if (h, w) != (32, 32):
-            raise ValueError(f"the dcgan generator needs 32x32 images, got {h}x{w} (set benchmark.pad=32)")
         self.in_dim = int(in_dim)
-        self.out_shape = (c, h, w)
+        self.out_shape = image_32(out_shape, "the dcgan generator")
         super().__init__([4 * int(ngf), 2 * int(ngf), int(ngf)])
         self.norms = nn.ModuleDict()   # task id -> ModuleList of 3 BatchNorm2d at that task's widths
         self.heads = nn.ModuleDict()   # class id -> ConvTranspose2d(ngf_task, C)
-        self.task_conds: dict[int, list[int]] = {}
 
     def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
         dims = [self.in_dim, *widths]
@@ -272,7 +273,6 @@ class DCGANBody(Body):
                 nn.init.normal_(bn.weight, 1.0, 0.02)
                 nn.init.zeros_(bn.bias)
             self.norms[key] = bns.to(dev) if dev is not None else bns
-        self.task_conds[int(task_id)] = [int(c) for c in conds]
         for c in conds:
             if str(int(c)) not in self.heads:
                 head = nn.ConvTranspose2d(self.widths[-1], self.out_shape[0], 4, 2, 1, bias=False)

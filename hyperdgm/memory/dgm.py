@@ -74,7 +74,6 @@ class _Masks(Protection):
         self.masks: list[list[Tensor]] = []   # per finished task: binary masks (float 0/1) per mask tensor
         self.cum: list[Tensor] | None = None  # cumulative binary mask of finished tasks
         self.history: list[dict[str, Any]] = []  # per task: reserved / reused / free capacity, sparsity
-        self._last_new: list[int] = []        # newly reserved capacity per growable layer (last task)
         self.phase = "idle"                   # idle -> training -> binarised (explicit states)
         self._gmask: list[Tensor | None] | None = None
 
@@ -202,7 +201,7 @@ class _Masks(Protection):
         old = self.cum
         self.cum = [torch.maximum(c, b) for c, b in zip(old, binary)]
         self.masks.append(binary)
-        self._last_new = self._new_capacity(self.cum, old)
+        new = self._new_capacity(self.cum, old)
         used = sum(int(b.sum().item()) for b in binary)
         total = sum(b.numel() for b in binary)
         reused = sum(int((b * c).sum().item()) for b, c in zip(binary, old))
@@ -210,15 +209,15 @@ class _Masks(Protection):
         self.history.append({
             "task": int(task_id), "new_reserved": used - reused, "reused": reused,
             "free": total - reserved, "reserved": reserved, "total": total,
-            "mask_sparsity": 1.0 - used / max(total, 1), "new_per_layer": list(self._last_new),
+            "mask_sparsity": 1.0 - used / max(total, 1), "new_per_layer": new,
         })
         self.phase = "binarised"
         self._gmask = None
 
     def new_widths(self, body: Body) -> list[int] | None:
-        if not (self.do_expand and body.can_grow and self._last_new):
+        if not (self.do_expand and body.can_grow and self.history):
             return None
-        return self._widths_after(body, self._last_new)
+        return self._widths_after(body, self.history[-1]["new_per_layer"])
 
     @torch.no_grad()
     def expand(self, old: Sequence[ParamMeta], new: Sequence[ParamMeta]) -> None:
@@ -254,7 +253,7 @@ class _Masks(Protection):
     def get_extra_state(self) -> dict[str, Any]:
         return {"masks": [[m.bool() for m in task] for task in self.masks],
                 "cum": None if self.cum is None else [c.bool() for c in self.cum],
-                "history": [dict(h) for h in self.history], "last_new": list(self._last_new),
+                "history": [dict(h) for h in self.history],
                 "phase": self.phase, "current_task": self.current_task, "units0": self.units0}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -262,7 +261,6 @@ class _Masks(Protection):
         self.masks = [[m.to(dev).float() for m in task] for task in state["masks"]]
         self.cum = None if state["cum"] is None else [c.to(dev).float() for c in state["cum"]]
         self.history = [dict(h) for h in state["history"]]
-        self._last_new = [int(v) for v in state["last_new"]]
         self.phase = str(state["phase"])
         self.current_task = state["current_task"]
         self.units0 = int(state["units0"])

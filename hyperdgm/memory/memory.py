@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..hooks import protected_step
 from .bodies import build_body
 from .protection import Blocks, Protection, Snapshot, build_protection
-from .replay_models import ReplayModel, build_replay_model
+from .replay_models import ReplayModel, build_replay_model, fused_adam
 
 __all__ = ["GenerativeMemory", "DEFAULT_CFG", "memory_config"]
 
@@ -216,8 +216,7 @@ class GenerativeMemory(nn.Module):
         self.n_steps = 0
         self.schedule = None if schedule is None else (int(schedule[0]), max(1, int(schedule[1])))
         lr_g, betas = self.model.generator_optim()
-        fused = True if dev.type in ("cpu", "cuda") else None  # fused Adam: fewer passes per step
-        adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=betas, fused=fused)  # noqa: E731
+        adam = lambda ps, lr: fused_adam(ps, lr, betas, dev)  # noqa: E731
         p = self.protection
         self._opts = {"gen": adam(p.theta_parameters(), lr_g)}
         task_params = p.task_parameters(task_id)

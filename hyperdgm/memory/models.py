@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nets import activation
+from .bodies import image_32
 
 __all__ = [
     "MLPTrunk", "ConvTrunk", "Encoder", "Discriminator", "ACDiscriminator", "build_encoder",
@@ -51,9 +52,7 @@ class ConvTrunk(nn.Module):
 
     def __init__(self, in_shape: Sequence[int], channels: int = 64, dropout: float = 0.0) -> None:
         super().__init__()
-        c, h, w = (int(s) for s in in_shape)
-        if (h, w) != (32, 32):
-            raise ValueError(f"conv encoder needs 32x32 images, got {h}x{w}")
+        c, _, _ = image_32(in_shape, "the conv encoder")
         ch = [c, channels, 2 * channels, 4 * channels]
         layers: list[nn.Module] = []
         for cin, cout in zip(ch[:-1], ch[1:]):
@@ -155,9 +154,7 @@ class ACDiscriminator(nn.Module):
 
     def __init__(self, shape: Sequence[int], n_classes: int, ndf: int = 32, norm: str = "batch") -> None:
         super().__init__()
-        c, h, w = (int(s) for s in shape)
-        if (h, w) != (32, 32):
-            raise ValueError(f"the AC-GAN discriminator needs 32x32 images, got {h}x{w} (set benchmark.pad=32)")
+        c, _, _ = image_32(shape, "the AC-GAN discriminator")
         if norm not in ("batch", "layer", "none"):
             raise ValueError(f"discriminator norm must be batch, layer or none, got {norm!r}")
         layers: list[nn.Module] = [nn.Conv2d(c, ndf, 5, 2, 2, bias=False), nn.LeakyReLU(0.2)]

@@ -69,9 +69,6 @@ class Snapshot:
     def for_tasks(self, task_ids: Sequence[int]) -> list[list[Tensor]]:
         return [self.weights[0]] * len(task_ids) if self.shared else [self.weights[int(t)] for t in task_ids]
 
-    def numel(self) -> int:
-        return sum(w.numel() for lst in self.weights for w in lst)
-
 
 class GeneratorView(Protocol):
     """What a protection may use of the memory."""
@@ -298,7 +295,7 @@ class HnetProtection(Protection):
         self.reg.begin_task(self.gen, current_task=task_id)
 
     def has_penalty(self) -> bool:
-        return self.reg.n_past > 0 and self.reg.beta > 0
+        return self.reg.active
 
     def penalty(self, *, delta: Sequence[Tensor] | None = None) -> Tensor:
         return self.reg.penalty(self.gen, delta=delta)

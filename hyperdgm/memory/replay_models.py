@@ -26,11 +26,12 @@ from .protection import Blocks, ReplayData
 if TYPE_CHECKING:  # pragma: no cover
     from .memory import GenerativeMemory
 
-__all__ = ["ReplayModel", "VAEModel", "LSGANModel", "ACGANModel", "REPLAY_MODELS", "build_replay_model"]
+__all__ = ["fused_adam", "ReplayModel", "VAEModel", "LSGANModel", "ACGANModel", "REPLAY_MODELS", "build_replay_model"]
 
 
-def _adam(params, lr: float, betas: Sequence[float], device: torch.device) -> torch.optim.Adam:
-    fused = True if device.type in ("cpu", "cuda") else None  # fused Adam: fewer passes per step
+def fused_adam(params, lr: float, betas: Sequence[float], device: torch.device) -> torch.optim.Adam:
+    """Adam over ``params``; the fused kernel on CPU / CUDA (fewer passes per step)."""
+    fused = True if device.type in ("cpu", "cuda") else None
     return torch.optim.Adam(list(params), lr=float(lr), betas=tuple(float(b) for b in betas), fused=fused)
 
 
@@ -65,7 +66,7 @@ class VAEModel(ReplayModel):
                                      int(cfg["conv_channels"]))
 
     def begin_task(self, task_id: int, device: torch.device) -> None:
-        self.opt = _adam(self.encoder.parameters(), self.cfg["lr"], (0.9, 0.999), device)
+        self.opt = fused_adam(self.encoder.parameters(), self.cfg["lr"], (0.9, 0.999), device)
 
     def terms(self, mem: "GenerativeMemory", x: Tensor, cond: Tensor, blocks: Blocks) -> tuple[Tensor, Tensor, Tensor]:
         mu, logvar = self.encoder(x)
@@ -105,7 +106,7 @@ class LSGANModel(ReplayModel):
 
     def begin_task(self, task_id: int, device: torch.device) -> None:
         g = self.cfg["gan"]
-        self.opt = _adam(self.discriminator.parameters(), g["lr_d"], g["betas"], device)
+        self.opt = fused_adam(self.discriminator.parameters(), g["lr_d"], g["betas"], device)
 
     def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
         d, opt = self.discriminator, self.opt
@@ -154,7 +155,7 @@ class ACGANModel(ReplayModel):
         a = self.cfg["acgan"]
         if task_id > 0 and a["reinit_d"]:
             self.discriminator.reset_parameters()  # DGM's reinit_D: a fresh critic and classifier per task
-        self.opt = _adam(self.discriminator.parameters(), a["lr_d"], a["betas"], device)
+        self.opt = fused_adam(self.discriminator.parameters(), a["lr_d"], a["betas"], device)
 
     def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
         a, d, opt = self.cfg["acgan"], self.discriminator, self.opt

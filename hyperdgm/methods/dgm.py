@@ -75,7 +75,7 @@ class DGM(Method):
     # -- training ------------------------------------------------------------------------
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         sc, mem = self.scenario, self.memory
-        labels = sc.target(y, task_id) if not sc.shared_head else y
+        labels = sc.target(y, task_id)
         xu = self.pixels.to_unit(x)
         n_cls = sc.n_seen_classes(task_id + 1)
         if task_id > 0:  # class-balanced: real current batch 1/(t+1), generated past classes t/(t+1)

@@ -44,7 +44,7 @@ class OutputRegHook(WeightHook):
         self.lookahead = reg.lookahead
 
     def has_penalty(self) -> bool:
-        return self.reg.n_past > 0 and self.reg.beta > 0
+        return self.reg.active
 
     def lookahead_parameters(self) -> list[Tensor]:
         return self.gen.hnet_parameters()
