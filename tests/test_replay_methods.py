@@ -28,6 +28,23 @@ def test_distillation_matches_definition():
     assert distillation(s, t, T).item() == pytest.approx(expect.item())
 
 
+@pytest.mark.parametrize("name", ["hnet_r", "dgr"])
+def test_cl3_hard_targets_argmax_over_old_classes(name):
+    """CL3 hard replay labels are the old classifier's best old class, even when every old logit is negative."""
+    from hyperdgm.methods.replay import REPLAY_DEFAULTS
+
+    m = build_method({"name": name, "replay": {"targets": "hard"}})
+    m.scenario = make_scenario("cl3", [2, 2, 2])
+    m.rcfg = {**REPLAY_DEFAULTS, **m.method_defaults, "targets": "hard"}
+    teacher = torch.tensor([[-3.0, -1.0, 0.0, 0.0, 0.0, 0.0], [-0.5, -2.0, 0.0, 0.0, 0.0, 0.0]])
+    student = torch.tensor([[0.1, 0.2, 2.0, 0.3, 0.0, 0.0], [1.0, -1.0, 0.5, 2.0, 0.0, 0.0]])
+    m.net, m.teacher = (lambda x: student), (lambda x: teacher)
+    loss = m.replay_loss(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long), task_id=1)
+    # task 1 of CL3: 4 classes seen, the teacher knew 2; labels 1 and 0 (never a new class 2 or 3)
+    expect = torch.nn.functional.cross_entropy(student[:, :4], torch.tensor([1, 0]))
+    assert loss.item() == pytest.approx(expect.item())
+
+
 def test_hnet_r_cl3_far_above_finetune(data_root, tmp_path):
     hr = run_experiment(quick_cfg(data_root, tmp_path, "method=hnet_r", *SMALL_MEMORY, *CL3), tmp_path / "r")
     ft = run_experiment(quick_cfg(data_root, tmp_path, "method=finetune", *CL3), tmp_path / "f")

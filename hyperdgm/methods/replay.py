@@ -157,7 +157,10 @@ class ReplayClassifier(ClassifierMethod):
         else:  # CL3: softmax over every class seen so far, the new task's classes included
             n_old, n_all = sc.n_seen_classes(task_id), sc.n_seen_classes(task_id + 1)
             student, teacher = student_full[:, :n_all], teacher_full[:, :n_old]
-            if self.rcfg["targets"] == "soft" and self.rcfg["new_class_target"] == "prob0":
+            if self.rcfg["targets"] == "hard":
+                # argmax over the old classes only: after padding, a new class's 0 would beat all-negative old logits
+                return F.cross_entropy(student, teacher.argmax(1))
+            if self.rcfg["new_class_target"] == "prob0":
                 probs = F.pad(torch.softmax(teacher / T, dim=1), (0, n_all - n_old))
                 return distillation_probs(student, probs, T)
             teacher = F.pad(teacher, (0, n_all - n_old))  # logit 0 for the new classes (hypercl)
