@@ -25,7 +25,7 @@ from .errors import ConfigError
 TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "resume", "run_name",
                             "benchmark", "scenario", "method", "memory", "trainer", "tracking"})
 BENCHMARK_KEYS = frozenset({"name", "n_tasks", "class_order", "val_size", "pad", "normalize", "augment",
-                            "train_limit", "test_limit", "net"})
+                            "train_limit", "test_limit", "net", "first_unpermuted"})
 SCENARIO_KEYS = frozenset({"name"})
 TRACKING_KEYS = frozenset({"backend", "uri", "artifact_root"})
 PRECISIONS = ("fp32", "float32", "32", "bf16", "bfloat16")

@@ -35,7 +35,8 @@ from .trainer import Result, Trainer
 
 log = logging.getLogger(__name__)
 
-_BENCH_KEYS = ("n_tasks", "class_order", "val_size", "pad", "normalize", "augment", "train_limit", "test_limit")
+_BENCH_KEYS = ("n_tasks", "class_order", "val_size", "pad", "normalize", "augment", "train_limit", "test_limit",
+               "first_unpermuted")
 
 
 def method_config(cfg: DictConfig) -> dict[str, Any]:

@@ -123,6 +123,22 @@ def test_permuted_mnist(data_root):
     assert torch.allclose(x.flatten(1), ref) and torch.equal(y, labels[t.train.idx[:5]])
 
 
+def test_permuted_mnist_first_unpermuted(data_root):
+    """Task 0 is plain padded MNIST; the later tasks keep the permutations of the default build."""
+    kw = dict(n_tasks=3, train_limit=50, test_limit=20, seed=3)
+    plain = build_benchmark("permuted_mnist", data_root, first_unpermuted=True, **kw)
+    every = build_benchmark("permuted_mnist", data_root, **kw)
+    t0 = plain.tasks[0]
+    assert t0.permutation is None and every.tasks[0].permutation is not None
+    raw, _ = read_mnist(data_root, train=True)
+    x, _ = t0.batch("train", torch.arange(5))
+    assert torch.allclose(x, pad_to(raw[t0.train.idx[:5]].float() / 255, 32))
+    for a, b in zip(plain.tasks[1:], every.tasks[1:]):
+        assert torch.equal(a.permutation, b.permutation)
+    with pytest.raises(ValueError, match="first_unpermuted"):
+        build_benchmark("split_mnist", data_root, first_unpermuted=True, n_tasks=1, train_limit=5, test_limit=5)
+
+
 def test_val_split_disjoint(data_root):
     bench = build_benchmark("split_mnist", data_root, val_size=100, n_tasks=2)
     for t in bench.tasks:

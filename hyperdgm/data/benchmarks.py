@@ -263,6 +263,7 @@ def build_benchmark(
     augment: bool | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    first_unpermuted: bool = False,
 ) -> Benchmark:
     """Build a benchmark by name (see :data:`BENCHMARKS`) from data under ``root``.
 
@@ -271,7 +272,9 @@ def build_benchmark(
     head order). ``val_size`` training samples per task are held out as validation;
     ``train_limit`` / ``test_limit`` keep a seeded random subset per task and split. All
     randomness derives from ``seed``. ``pad``, ``normalize`` and ``augment`` override the
-    benchmark's defaults.
+    benchmark's defaults. ``first_unpermuted`` (``permuted_mnist`` only) keeps task 0 as plain
+    (padded) MNIST, as the hypercl and three-scenarios codes do; tasks 1.. keep the same
+    permutations either way.
     """
     if name not in _SPECS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)}")
@@ -285,6 +288,8 @@ def build_benchmark(
         raise ValueError(f"val_size must be an int >= 0, got {val_size!r}")
     _check_limit("train_limit", train_limit)
     _check_limit("test_limit", test_limit)
+    if first_unpermuted and spec.kind != "permuted":
+        raise ValueError(f"first_unpermuted applies to permuted_mnist only, not {name}")
     n_tasks = spec.default_tasks if n_tasks is None else n_tasks
     if not isinstance(n_tasks, int) or n_tasks < 1:
         raise ValueError(f"n_tasks must be a positive int, got {n_tasks!r}")
@@ -350,10 +355,12 @@ def build_benchmark(
         perm_g = torch.Generator().manual_seed(seed)
         n_pix = shape[0] * shape[1] * shape[2]
         for tid in range(n_tasks):
-            perm = torch.randperm(n_pix, generator=perm_g)
+            perm = torch.randperm(n_pix, generator=perm_g)  # drawn for task 0 too: later tasks stay the same
+            if tid == 0 and first_unpermuted:
+                perm = None
             tasks.append(
                 Task(
-                    id=tid, name=f"permutation {tid}", classes=list(order), train=train, val=val, test=test,
+                    id=tid, name=f"permutation {tid}" if perm is not None else "unpermuted", classes=list(order), train=train, val=val, test=test,
                     input_shape=shape, permutation=perm, dataset="mnist", pad=pad_size, **common,
                 )
             )
