@@ -45,11 +45,11 @@ def test_hnet_cl1_regularizer_prevents_forgetting(data_root, tmp_path):
     free = run_experiment(quick_cfg(data_root, tmp_path, "method=hnet", *SMALL_HNET, "method.beta=0", *common),
                           tmp_path / "h0")
     ft = run_experiment(quick_cfg(data_root, tmp_path, "method=finetune", *common), tmp_path / "f")
-    # the first task after four more were learned: kept with the regularizer, lost without it
-    assert hn.R[4, 0] > 95 and free.R[4, 0] < 70, (hn.R[4], free.R[4])
-    assert hn.summary["forgetting"] < 2 and free.summary["forgetting"] > 25
+    # the old tasks after the last one: all kept with the regularizer, some lost without it
+    assert hn.R[4, :4].min() > 95 and free.R[4, :4].min() < 75, (hn.R[4], free.R[4])
+    assert hn.summary["forgetting"] < 2 and free.summary["forgetting"] > 10, (hn.summary, free.summary)
     assert hn.summary["acc_avg"] > ft.summary["acc_avg"] - 1.0  # at least as good as the multi-head baseline
-    assert hn.param_counts["target"] == 784 * 100 + 100 + 100 * 2 + 2  # one 2-way head per generated net
+    assert hn.param_counts["target"] == 784 * 100 + 100 + 100 * 10 + 10  # every task's 2-way head generated
     assert hn.param_counts["compression_ratio"] == pytest.approx(hn.param_counts["hnet"] / hn.param_counts["target"])
 
 
@@ -61,3 +61,24 @@ def test_hnet_ent_cl3_far_above_finetune(data_root, tmp_path):
     # a wrong task guess is a wrong answer, yet old tasks stay far above catastrophic forgetting
     assert ent.R[2, :2].mean() > ft.R[2, :2].mean() + 40, (ent.R, ft.R)
     assert ent.summary["acc_avg"] > 45  # chance: 1/6
+
+
+@pytest.mark.parametrize("scenario,heads,n_out", [("cl1", "all", 6), ("cl3", "all", 6), ("cl2", "all", 2),
+                                                  ("cl1", "own", 2)])
+def test_generated_head_layout(scenario, heads, n_out, data_root):
+    """``heads=all``: every task's head is generated and task t reads its own block (CL2: one head)."""
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods import build_method
+    from hyperdgm.scenarios import make_scenario
+
+    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=8, test_limit=8)
+    m = build_method({"name": "hnet" if scenario != "cl3" else "hnet_ent", "heads": heads,
+                      "net": {"arch": "mlp", "hidden": [8]}, "hnet": {"chunk_size": 500, "hidden": [5]}})
+    m.setup(bench, make_scenario(scenario, bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    for t in bench.tasks:
+        m.begin_task(t)
+    assert m.target.n_out == n_out
+    x = torch.rand(4, 1, 28, 28)
+    full = m.target(x, m.gen(2))
+    o = 4 if n_out == 6 else 0
+    assert torch.equal(m.logits(x, 2), full[:, o : o + 2])

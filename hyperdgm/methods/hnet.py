@@ -6,7 +6,10 @@ for earlier task embeddings fixed.
 * ``hnet_ent`` CL2 / CL3: run the input through every task's generated net and take the task whose
   prediction has the lowest entropy; in CL3 a wrong task guess is a wrong answer.
 
-Each task's generated net has its own head of ``k`` outputs, so labels are always local.
+Labels are always local. Head layout (``heads``): ``all`` (default, the paper's and the authors' code)
+generates every task's head in CL1 / CL3 and task ``t`` reads its own block (split MNIST: 478,410
+generated weights); CL2 has one shared head (475,202). ``own`` generates only a ``k``-way head per
+task, in every scenario (fewer generated weights, the same hypernetwork up to a chunk).
 """
 from __future__ import annotations
 
@@ -64,7 +67,12 @@ class HNet(Method):
         super().setup(benchmark, scenario, device, rng)
         net = self.cfg.get("net") or {}
         self.k = max(scenario.classes_per_task)
-        self.target = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, self.k,
+        heads = str(self.cfg.get("heads") or "all")
+        if heads not in ("all", "own"):
+            raise ValueError(f"method.heads must be 'all' or 'own', got {heads!r}")
+        self.all_heads = heads == "all" and not scenario.shared_head
+        n_out = sum(scenario.classes_per_task) if self.all_heads else self.k
+        self.target = TargetNet(net.get("arch", "mlp"), benchmark.tasks[0].input_shape, n_out,
                                 hidden=net.get("hidden", (400, 400)), act=net.get("act", "relu"),
                                 no_weights=True).to(device)
         self.gen = build_generator(self.generator_targets(), self.cfg.get("hnet")).to(device)
@@ -102,7 +110,8 @@ class HNet(Method):
     def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
         w = self._classifier(self.gen(task_id)) if weights is None else weights
         out = self.target(x, w, condition=task_id)
-        return out[:, : self.scenario.classes_per_task[task_id]]
+        o = self.scenario.offsets[task_id] if self.all_heads else 0
+        return out[:, o : o + self.scenario.classes_per_task[task_id]]
 
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
