@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import copy
-import gzip
 import itertools
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,9 +13,6 @@ from torch.nn import functional as F
 
 from hypnettorch.mnets import MLP
 from hyperdgm.hnet import OutputRegularizer, WeightGenerator, adam_lookahead, trainable_parameters
-
-MNIST_ROOT = Path("/work/shared/data/MNIST")
-
 
 def _tiny(n_tasks: int = 3, seed: int = 0) -> WeightGenerator:
     torch.manual_seed(seed)
@@ -182,44 +177,28 @@ def test_adam_lookahead_equals_actual_step(make_opt):
         assert sum(d.abs().sum().item() for d in pred) > 0
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def _mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from hyperdgm.data.readers import read_mnist
+
+    x, y = read_mnist(root, train)
+    return torch.as_tensor(x), torch.as_tensor(y)
 
 
-def _mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from hyperdgm.data.readers import read_mnist
-    except ImportError:
-        read_mnist = None
-    if read_mnist is not None:
-        x, y = read_mnist(MNIST_ROOT.parent, train)
-        return torch.as_tensor(x), torch.as_tensor(y)
-    pre = "train" if train else "t10k"
-    x = _read_idx(MNIST_ROOT / "raw" / f"{pre}-images-idx3-ubyte.gz")
-    y = _read_idx(MNIST_ROOT / "raw" / f"{pre}-labels-idx1-ubyte.gz")
-    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
-
-
-def _two_digits(train: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = _mnist(train)
+def _two_digits(root: Path, train: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _mnist(root, train)
     keep = (y == 3) | (y == 5)
     x, y = x[keep][:n].float() / 255.0, (y[keep][:n] == 5).long()
     return x, y
 
 
-@pytest.mark.skipif(not (MNIST_ROOT / "raw").exists(), reason="MNIST not available")
-def test_plain_module_on_mnist_through_functional():
+def test_plain_module_on_mnist_through_functional(data_root):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 2))
     gen = WeightGenerator(net, chunk_size=1000, chunk_emb_size=16, hidden=(32, 32), task_emb_size=16)
     gen.add_task()
     tid = gen.add_task()  # train task 1; task 0's embedding must receive no gradient
-    xtr, ytr = _two_digits(True, 1000)
-    xte, yte = _two_digits(False, 1000)
+    xtr, ytr = _two_digits(data_root, True, 1000)
+    xte, yte = _two_digits(data_root, False, 1000)
     opt = torch.optim.Adam(trainable_parameters(gen, tid), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for step in range(150):
@@ -235,6 +214,70 @@ def test_plain_module_on_mnist_through_functional():
     with torch.no_grad():
         acc = (gen.functional(net, tid, xte).argmax(1) == yte).float().mean().item()
     assert acc > 0.9, acc
+
+
+def _bn_two_tasks(data_root: Path, per_task_buffers: bool):
+    """A BN module trained through the generator on two tasks (3 vs 5, then the same digits inverted:
+    other input statistics); returns the generator, the module and task 0's test data, outputs and
+    weights right after task 0."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2))
+    gen = WeightGenerator(net, chunk_size=2000, chunk_emb_size=16, hidden=(32,), task_emb_size=16,
+                          per_task_buffers=per_task_buffers)
+    reg = OutputRegularizer(beta=0.05)
+    xtr, ytr = _two_digits(data_root, True, 2000)
+    xte, yte = _two_digits(data_root, False, 1000)
+    g = torch.Generator().manual_seed(0)
+    after0 = None
+    for task, f in enumerate((lambda x: x, lambda x: 1.0 - x)):
+        reg.begin_task(gen, current_task=task)
+        gen.add_task()
+        opt = torch.optim.Adam(trainable_parameters(gen, task), lr=1e-3)
+        net.train()
+        for _ in range(150):
+            idx = torch.randint(0, len(xtr), (64,), generator=g)
+            opt.zero_grad()
+            loss = F.cross_entropy(gen.functional(net, task, f(xtr[idx])), ytr[idx])
+            if reg.active:
+                loss = loss + reg.penalty(gen)
+            loss.backward()
+            opt.step()
+        if task == 0:
+            net.eval()
+            with torch.no_grad():
+                w0 = [w.detach().clone() for w in gen(0)]
+                after0 = gen.functional(net, 0, xte, weights=w0)
+    net.eval()
+    return gen, net, xte, yte, w0, after0
+
+
+def test_plain_module_batch_norm_statistics_kept_per_task(data_root, tmp_path):
+    """Task 1's training leaves task 0's running statistics, hence its outputs and accuracy, as they were."""
+    gen, net, xte, yte, w0, after0 = _bn_two_tasks(data_root, per_task_buffers=True)
+    with torch.no_grad():
+        assert torch.equal(gen.functional(net, 0, xte, weights=w0), after0)  # same weights + own stats: bit-identical
+        acc0 = (after0.argmax(1) == yte).float().mean().item()
+        acc_now = (gen.functional(net, 0, xte).argmax(1) == yte).float().mean().item()
+    assert acc0 > 0.9 and acc_now > acc0 - 0.01, (acc0, acc_now)
+    s0, s1 = gen.task_buffers_of(0), gen.task_buffers_of(1)
+    assert list(s0) == ["2.running_mean", "2.running_var", "2.num_batches_tracked"]
+    assert int(s0["2.num_batches_tracked"]) == 150 and int(s1["2.num_batches_tracked"]) == 150
+    assert not torch.allclose(s0["2.running_mean"], s1["2.running_mean"])
+    assert torch.equal(net[2].running_mean, torch.zeros(32))  # the module's own buffers are never touched
+    gen.save(str(tmp_path / "g.pt"))
+    loaded = WeightGenerator.load(str(tmp_path / "g.pt"))
+    with torch.no_grad():
+        assert torch.equal(loaded.functional(net, 0, xte), gen.functional(net, 0, xte))
+
+
+def test_plain_module_batch_norm_shared_statistics_drift(data_root):
+    """The counterfactual: with the module's own (shared) buffers, task 1 moves task 0's outputs."""
+    gen, net, xte, yte, w0, after0 = _bn_two_tasks(data_root, per_task_buffers=False)
+    with torch.no_grad():
+        out = gen.functional(net, 0, xte, weights=w0)
+    assert not torch.allclose(out, after0, atol=1e-3)
+    acc = [(o.argmax(1) == yte).float().mean().item() for o in (after0, out)]
+    assert acc[1] < acc[0] - 0.01, acc  # measured: 97.5% -> 93.5%
 
 
 def test_two_targets_split_and_param_counts():

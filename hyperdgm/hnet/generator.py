@@ -50,6 +50,22 @@ def _target_spec(target: Any) -> tuple[list[Shape], list[str] | None]:
     raise TypeError(f"unsupported target: {type(target).__name__}")
 
 
+def _buffer_templates(target: Any) -> list[tuple[str, Tensor]]:
+    """A plain module's buffers (e.g. BN running statistics) as they are now: each task's copies start from them."""
+    if isinstance(target, nn.Module) and not isinstance(target, MainNetInterface):
+        return [(n, b.detach().clone().cpu()) for n, b in target.named_buffers()]
+    return []
+
+
+class _BufferSet(nn.Module):
+    """One task's copies of one target module's buffers, registered as ``b0, b1, ...`` (in ``named_buffers()`` order)."""
+
+    def __init__(self, tensors: Sequence[Tensor]) -> None:
+        super().__init__()
+        for j, t in enumerate(tensors):
+            self.register_buffer(f"b{j}", t)
+
+
 def _split_targets(targets: Any) -> list[Any]:
     """Normalise ``targets`` (single target or list of targets) to a list of targets."""
     if isinstance(targets, (MainNetInterface, nn.Module)):
@@ -77,6 +93,10 @@ class WeightGenerator(nn.Module):
         emb_init_std: task embeddings are drawn from ``N(0, emb_init_std**2)``.
         n_tasks: number of task embeddings to create right away.
         use_bias: biases in the hypernetwork layers.
+        per_task_buffers: keep one copy per task of a plain module target's buffers (BN running
+            statistics cannot be generated; as the paper checkpoints them per task). Each task's copy
+            starts from the module's buffers as they are when the generator is built. ``False``:
+            :meth:`functional` uses (and updates) the module's own buffers, shared by all tasks.
     """
 
     def __init__(
@@ -91,6 +111,7 @@ class WeightGenerator(nn.Module):
         emb_init_std: float = 1.0,
         n_tasks: int = 0,
         use_bias: bool = True,
+        per_task_buffers: bool = True,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -109,7 +130,11 @@ class WeightGenerator(nn.Module):
             activation=str(activation),
             emb_init_std=float(emb_init_std),
             use_bias=bool(use_bias),
+            per_task_buffers=bool(per_task_buffers),
         )
+        targets_list = _split_targets(targets)
+        self._buffer_templates: list[list[tuple[str, Tensor]]] = [
+            _buffer_templates(t) if per_task_buffers else [] for t in targets_list]
         all_shapes = [s for shapes in self._target_shapes for s in shapes]
         self._sizes = [math.prod(s) for s in all_shapes]
         self._target_sizes = [sum(math.prod(s) for s in shapes) for shapes in self._target_shapes]
@@ -126,6 +151,7 @@ class WeightGenerator(nn.Module):
             self.hnet = HMLP(all_shapes, uncond_in_size=0, **common)
         self._init_weights()
         self.task_embs = nn.ParameterList()
+        self.task_buffers = nn.ModuleList()  # per task: one _BufferSet per target (empty without buffers)
         for _ in range(int(n_tasks)):
             self.add_task()
 
@@ -167,7 +193,19 @@ class WeightGenerator(nn.Module):
         ref = next(self.hnet.parameters())
         emb = torch.randn(self.task_emb_size, device=ref.device, dtype=ref.dtype)
         self.task_embs.append(nn.Parameter(emb * self._config["emb_init_std"]))
+        self.task_buffers.append(nn.ModuleList(
+            _BufferSet([b.clone().to(ref.device) for _, b in tpl]) for tpl in self._buffer_templates))
         return len(self.task_embs) - 1
+
+    def task_buffers_of(self, task_id: int, target_index: int = 0) -> dict[str, Tensor]:
+        """Task ``task_id``'s copies of target ``target_index``'s buffers by the module's buffer names ({} if none)."""
+        tpl = self._buffer_templates[target_index]
+        if not tpl:
+            return {}
+        if not 0 <= task_id < self.n_tasks:
+            raise IndexError(f"task id {task_id} out of range (n_tasks={self.n_tasks})")
+        bufs = self.task_buffers[task_id][target_index]
+        return {name: getattr(bufs, f"b{j}") for j, (name, _) in enumerate(tpl)}
 
     def task_embedding(self, i: int) -> nn.Parameter:
         """The embedding parameter of task ``i``."""
@@ -311,8 +349,10 @@ class WeightGenerator(nn.Module):
         """Run a plain ``nn.Module`` with generated weights via ``torch.func.functional_call``.
 
         The module's own parameters are ignored (replaced by generated ones, matched in
-        ``named_parameters()`` order); its buffers (e.g. BN running stats) are used as they are.
-        ``weights`` (a list of tensors for this target) skips the hypernetwork call.
+        ``named_parameters()`` order). Its buffers (e.g. BN running stats) are task ``task_id``'s
+        copies kept by the generator (``per_task_buffers``; updated in place in train mode), so
+        training one task never moves another task's statistics. ``weights`` (a list of tensors
+        for this target) skips the hypernetwork call.
         """
         if weights is None:
             gen = self.forward(task_id)
@@ -320,7 +360,14 @@ class WeightGenerator(nn.Module):
         names = [n for n, _ in module.named_parameters()]
         if len(names) != len(weights):
             raise ValueError(f"module has {len(names)} parameters, got {len(weights)} generated tensors")
-        return torch.func.functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
+        tensors = dict(zip(names, weights))
+        bufs = self.task_buffers_of(task_id, target_index)
+        if bufs:
+            own = [n for n, _ in module.named_buffers()]
+            if own != list(bufs):
+                raise ValueError(f"module buffers {own} do not match the target's {list(bufs)}")
+            tensors.update(bufs)
+        return torch.func.functional_call(module, tensors, args, kwargs, strict=False)
 
     # ---------------------------------------------------------------- misc
     def param_counts(self) -> dict[str, float]:
@@ -354,6 +401,7 @@ class WeightGenerator(nn.Module):
             "target_shapes": self.target_shapes,
             "target_names": [None if n is None else list(n) for n in self._target_names],
             "n_tasks": self.n_tasks,
+            "buffer_templates": [[(n, b.clone()) for n, b in tpl] for tpl in self._buffer_templates],
             "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
         }
 
@@ -363,8 +411,12 @@ class WeightGenerator(nn.Module):
         if d.get("format") != _FORMAT:
             raise ValueError("not a WeightGenerator checkpoint")
         shapes = d["target_shapes"]
-        gen = cls(shapes if len(shapes) > 1 else shapes[0], n_tasks=int(d["n_tasks"]), **d["kwargs"])
+        gen = cls(shapes if len(shapes) > 1 else shapes[0], n_tasks=0, **d["kwargs"])
         gen._target_names = [None if n is None else list(n) for n in d["target_names"]]
+        tpl = d.get("buffer_templates") or [[] for _ in shapes]
+        gen._buffer_templates = [[(str(n), b) for n, b in t] for t in tpl]
+        for _ in range(int(d["n_tasks"])):  # embeddings and buffers are then overwritten by the state_dict
+            gen.add_task()
         gen.load_state_dict(d["state_dict"])
         if isinstance(map_location, (str, torch.device)):
             gen.to(map_location)
