@@ -28,3 +28,22 @@ def quick_cfg(data_root: Path, tmp_path: Path, *overrides: str):
     ]
     with initialize_config_dir(config_dir=CONF, version_base=None):
         return compose("config", overrides=[*QUICK, f"data_root={data_root}", *store, *overrides])
+
+
+def train_directly(method, bench, iters: int, batch_size: int = 64, seed: int = 0) -> list[list[dict]]:
+    """Run ``method`` through every task of ``bench`` as the trainer does, without it; the losses of every step."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for task in bench.tasks:
+        method.plan_task(iters, batch_size)
+        method.begin_task(task)
+        losses = []
+        for _ in range(iters):
+            idx = torch.randint(len(task.train), (batch_size,), generator=g)
+            x, y = task.batch("train", idx)
+            losses.append({k: float(v) for k, v in method.step(x, y, task.id).items()})
+        method.end_task(task)
+        out.append(losses)
+    return out
