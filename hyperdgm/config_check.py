@@ -61,6 +61,7 @@ TRAINER_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint": (_boolean, "true or false"),
     "stop_after": (_int_at_least(1, optional=True), "null or an integer >= 1"),
     "precision": (lambda v: str(v).lower() in PRECISIONS, "fp32 or bf16"),
+    "eval_split": (lambda v: v in ("test", "val"), "test or val"),
 }
 
 
@@ -112,6 +113,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _choice("scenario.name", c["scenario"].get("name"), SCENARIOS)
     _choice("method.name", c["method"].get("name"), sorted(METHODS))
     check_trainer(c["trainer"])
+    if c["trainer"].get("eval_split") == "val" and not c["benchmark"].get("val_size"):
+        raise ConfigError("trainer.eval_split=val needs a validation split: set benchmark.val_size > 0 "
+                          "(training samples per task held out)")
     tracking = c.get("tracking") or {}
     _unknown("tracking", tracking, TRACKING_KEYS)
     _choice("tracking.backend", tracking.get("backend", "mlflow"), ("mlflow", "none"))

@@ -192,7 +192,8 @@ def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trai
         tracker.start(experiment=bench.name, run_name=str(c.get("run_name") or method.name), params=c, run_id=run_id)
         rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
-                          "device": str(trainer.device), "run_dir": str(rd.path)})
+                          "device": str(trainer.device), "run_dir": str(rd.path),
+                          "eval_split": trainer.cfg.eval_split})  # val runs select, test runs report
         counts = method.param_counts()
         tracker.log_metrics({f"params/{k}": float(v) for k, v in counts.items()})
         if run_id is None:

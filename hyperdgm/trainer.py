@@ -48,6 +48,7 @@ class TrainerConfig:
     checkpoint: bool = True
     stop_after: int | None = None  # stop (checkpointed) after this many tasks; `resume=` continues
     precision: str = "fp32"  # fp32 | bf16 (autocast of the nets' matmuls; hypernetwork outputs stay fp32)
+    eval_split: str = "test"  # test: report | val: the per-task validation split carved from training data (selection)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "TrainerConfig":
@@ -127,7 +128,12 @@ class Trainer:
         n = benchmark.n_tasks
         self.R = metrics.new_matrix(n)
         self.task_times: list[float] = []
-        self.test_sizes = [len(t.test) for t in benchmark.tasks]
+        if self.cfg.eval_split not in ("test", "val"):
+            raise ConfigError(f"trainer.eval_split must be test or val, got {self.cfg.eval_split!r}")
+        if self.cfg.eval_split == "val" and any(t.val is None for t in benchmark.tasks):
+            raise ConfigError("trainer.eval_split=val needs a validation split: set benchmark.val_size > 0")
+        # sizes of the evaluated split (they weigh A_n); the name stays for the metrics' callers
+        self.test_sizes = [len(t.split(self.cfg.eval_split)) for t in benchmark.tasks]
         self.start_task = 0
         scenario.check(method.name, method.scenarios)
         torch.manual_seed(seed)
@@ -223,15 +229,16 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, upto: int) -> list[float]:
-        """Test accuracy (%) on tasks ``0..upto`` in the scenario's terms."""
+        """Accuracy (%) on the ``eval_split`` of tasks ``0..upto`` in the scenario's terms."""
         self.method.eval()
+        split = self.cfg.eval_split
         accs = []
         for task in self.benchmark.tasks[: upto + 1]:
-            n = len(task.test)
+            n = len(task.split(split))
             correct = torch.zeros((), device=self.device)
             for s in range(0, n, self.cfg.eval_batch_size):
                 idx = torch.arange(s, min(n, s + self.cfg.eval_batch_size), device=self.device)
-                x, y = task.batch("test", idx)
+                x, y = task.batch(split, idx)
                 given = task.id if self.scenario.task_id_given else None
                 logits = self.method.predict(x, given)
                 correct += (logits.argmax(1) == self.scenario.target(y, task.id)).sum()

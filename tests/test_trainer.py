@@ -94,3 +94,35 @@ def test_unsupported_scenario_refused_before_training(data_root, tmp_path):
         METHODS.pop("only_cl1")
     assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_runs(
         [e.experiment_id for e in _client(tmp_path).search_experiments()])
+
+
+
+def test_eval_split_val_scores_the_validation_split(data_root, tmp_path):
+    """trainer.eval_split=val fills R from each task's validation split, carved from its training data."""
+    from hyperdgm import config_check
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.errors import ConfigError
+    from hyperdgm.methods import build_method
+    from hyperdgm.scenarios import make_scenario
+    from hyperdgm.trainer import Trainer
+
+    bench = build_benchmark("split_mnist", data_root, n_tasks=2, val_size=100, train_limit=300, test_limit=50)
+    m = build_method({"name": "finetune", "net": {"arch": "mlp", "hidden": [32]}})
+    tr = Trainer(m, bench, make_scenario("cl1", bench.n_classes_per_task), seed=0,
+                 cfg={"iters_per_task": 40, "batch_size": 32, "progress": False, "checkpoint": False,
+                      "eval_split": "val"})
+    res = tr.fit()
+    assert tr.test_sizes == [100, 100]
+    with torch.no_grad():
+        m.eval()
+        x, y = bench.tasks[0].batch("val")
+        acc = 100.0 * (m.predict(x, 0).argmax(1) == y).float().mean().item()
+    assert res.R[1, 0] == pytest.approx(acc) and res.R[1, 0] > 80  # chance: 50
+    with pytest.raises(ConfigError, match="val_size"):
+        Trainer(m, build_benchmark("split_mnist", data_root, n_tasks=2, train_limit=10, test_limit=10),
+                make_scenario("cl1", [2, 2]), cfg={"eval_split": "val", "progress": False})
+    with pytest.raises(ConfigError, match="val_size"):
+        config_check.validate(quick_cfg(data_root, tmp_path, "trainer.eval_split=val"))
+    with pytest.raises(ConfigError, match="eval_split"):
+        config_check.validate(quick_cfg(data_root, tmp_path, "trainer.eval_split=train"))
+    config_check.validate(quick_cfg(data_root, tmp_path, "trainer.eval_split=val", "benchmark.val_size=50"))
