@@ -180,6 +180,30 @@ def test_dgm_w_expansion_keeps_free_capacity_on_a_constructed_mask():
     assert ma.body.widths == [w[0] + 5, w[1] + 3, w[2] + 1]
 
 
+@pytest.mark.parametrize("init,std", [("normal", 0.1), ("xavier", None)])
+def test_expansion_draws_new_weights_as_configured_and_keeps_the_old(init, std):
+    """New capacity: N(0, expand_std) or xavier at the new shape; old entries copied bit for bit."""
+    mem = _memory("dgm_w", dgm={"expand_init": init, "expand_std": std or 0.02})
+    p = mem.protection
+    _train(mem, 0)
+    before = [w.detach().clone() for w in p.params]
+    old = mem.body.param_meta
+    mem.body.grow([w + 40 for w in mem.body.widths])
+    p.expand(old, mem.body.param_meta)
+    for w0, w, m in zip(before, p.params, mem.body.param_meta):
+        region = tuple(slice(0, s) for s in w0.shape)
+        assert torch.equal(w[region], w0)
+        fresh = torch.ones_like(w, dtype=torch.bool)
+        fresh[region] = False
+        got = float(w.detach()[fresh].std())
+        if init == "xavier":
+            fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
+            std = p.init_gain * math.sqrt(2.0 / (fan_in + fan_out))
+        assert abs(got - std) < 0.1 * std
+    with pytest.raises(ValueError, match="expand_init"):
+        _memory("dgm_w", dgm={"expand_init": "zeros"})
+
+
 def test_expansion_without_growth_is_refused_for_fixed_bodies():
     mem = GenerativeMemory(dict(protection="dgm_w", arch="conv", conv_channels=4, latent_dim=4, model="vae",
                                 enc_hidden=[8]), (1, 32, 32), 2)

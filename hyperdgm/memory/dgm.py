@@ -69,6 +69,9 @@ class _Masks(Protection):
         self.do_expand = bool(d.get("expand", True))
         self.init_gain = float(d.get("init_gain", math.sqrt(2.0)))
         self.expand_std = float(d.get("expand_std", 0.02))
+        self.expand_init = str(d.get("expand_init", "normal"))
+        if self.expand_init not in ("normal", "xavier"):
+            raise ValueError(f"dgm.expand_init must be normal or xavier, got {self.expand_init!r}")
         self.init = str(d.get("init", "xavier"))
         anneal_s(self.smax, 0, 0.0, 1, per_batch=True, mode=self.anneal)  # validates the mode
         self.masks: list[list[Tensor]] = []   # per finished task: binary masks (float 0/1) per mask tensor
@@ -221,13 +224,19 @@ class _Masks(Protection):
 
     @torch.no_grad()
     def expand(self, old: Sequence[ParamMeta], new: Sequence[ParamMeta]) -> None:
-        """Widen weights (new entries ~ N(0, expand_std), biases 0) and masks (new capacity: 0 for
-        every finished task, free for the next); a fresh embedding at the new shapes."""
+        """Widen weights (new entries ~ N(0, expand_std), or xavier at the new shape with ``init_gain``
+        when ``expand_init=xavier``; biases 0) and masks (new capacity: 0 for every finished task, free
+        for the next); a fresh embedding at the new shapes."""
         dev = self.params[0].device
         for i, (mo, mn) in enumerate(zip(old, new)):
             if mo.shape == mn.shape:
                 continue
-            w = torch.zeros(mn.shape, device=dev) if mn.kind == "bias" else torch.randn(mn.shape, device=dev) * self.expand_std
+            if mn.kind == "bias":
+                w = torch.zeros(mn.shape, device=dev)
+            elif self.expand_init == "xavier" and len(mn.shape) >= 2:
+                w = nn.init.xavier_uniform_(torch.empty(mn.shape, device=dev), gain=self.init_gain)
+            else:
+                w = torch.randn(mn.shape, device=dev) * self.expand_std
             w[tuple(slice(0, s) for s in mo.shape)] = self.params[i].detach()
             self.params[i] = nn.Parameter(w)
         self.meta = list(new)

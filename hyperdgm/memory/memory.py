@@ -55,7 +55,7 @@ DEFAULT_CFG: dict[str, Any] = {
               "d_norm": "batch", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
     # DGM masks (Ostapenko et al. 2019); defaults: the official MNIST DGMw config
     "dgm": {"smax": 10000.0, "lamb": 0.08, "anneal": "paper", "thres_cosh": 50.0, "expand": True,
-            "init_gain": 1.4142135623730951, "expand_std": 0.02, "init": "xavier"},
+            "init_gain": 1.4142135623730951, "expand_std": 0.02, "expand_init": "normal", "init": "xavier"},
 }
 
 _NESTED = ("hnet", "gan", "acgan", "dgm")
