@@ -85,6 +85,14 @@ PRESET_VALUES = {
                       "method.memory.beta": 0.1},  # the code's rp_beta (the paper: 0.05), said in the preset
     "pmnist_dgr": {"benchmark.first_unpermuted": True, "method.lr": 0.0001, "trainer.iters_per_task": 5000},
 }
+# The three-scenarios code's settings (../shared/reference/three-scenarios-baselines.md): online EWC lambda
+# 1e8 / 1e8 / 1e9 and gamma 0.8 / 0.7 / 0.8, SI c 50 / 500 / 0.5 (task- / domain- / class-IL), epsilon 0.1,
+# Adam 0.001 kept across tasks, 2000 iterations, batch 128.
+_TS = {"method.lr": 0.001, "method.keep_optimizer": True, "trainer.iters_per_task": 2000, "trainer.batch_size": 128}
+for _sc, _lam, _gamma, _c in (("cl1", 1e8, 0.8, 50.0), ("cl2", 1e8, 0.7, 500.0), ("cl3", 1e9, 0.8, 0.5)):
+    PRESET_VALUES[f"splitmnist_ewc_{_sc}"] = {**_TS, "scenario.name": _sc, "method.ewc.lambda": _lam,
+                                             "method.ewc.gamma": _gamma, "method.ewc.fisher_n": None}
+    PRESET_VALUES[f"splitmnist_si_{_sc}"] = {**_TS, "scenario.name": _sc, "method.si.c": _c, "method.si.epsilon": 0.1}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_VALUES))

@@ -4,6 +4,7 @@ from .dgm import DgmA, DgmW
 from .memory import DEFAULT_CFG, GenerativeMemory, memory_config
 from .protection import (PROTECTIONS, GeneratorView, HnetProtection, NoProtection, OwnWeights, Protection,
                          ReplayProtection, Snapshot, build_protection, register_protection)
+from . import consolidation  # noqa: F401  (registers the ewc / si protections and their memory config blocks)
 from .replay_models import REPLAY_MODELS, ACGANModel, LSGANModel, ReplayModel, VAEModel
 
 __all__ = [

@@ -5,6 +5,7 @@ from typing import Any, Mapping
 
 from .base import ClassifierMethod, Method
 from .baselines import Finetune, Joint
+from .consolidation import EWCMethod, SIMethod
 from .dgm import DGM
 from .hnet import HNet, HNetEnt
 from .replay import DGR, HNetR, ReplayUB
@@ -19,7 +20,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint, HNet, HNetEnt, HNetR, HNetTIR, DGR, ReplayUB, DGM):
+for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, ReplayUB, DGM):
     register(_cls)
 
 

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..hooks import protected_step
 from ..nets import TargetNet
+from ..regularizers import build_regularizers, empirical_fisher, per_sample_fisher
 from ..scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,13 @@ def count(params) -> int:
 
 
 class ClassifierMethod(Method):
-    """One ordinary classifier (its own weights) with the scenario's heads; baselines build on it."""
+    """One ordinary classifier (its own weights) with the scenario's heads; baselines build on it.
+
+    ``method.ewc`` / ``method.si`` blocks (absent or null: off) put online EWC / SI on the
+    classifier's weights (:mod:`hyperdgm.regularizers`); subclasses run :attr:`regs` in their step.
+    ``method.keep_optimizer``: one optimizer for the whole run (the three-scenarios code), saved in
+    the checkpoints; else a fresh one per task (the hypercl code).
+    """
 
     def setup(self, benchmark, scenario, device, rng) -> None:
         super().setup(benchmark, scenario, device, rng)
@@ -110,11 +118,69 @@ class ClassifierMethod(Method):
             net.get("arch", "mlp"), benchmark.tasks[0].input_shape, scenario.n_outputs(),
             hidden=net.get("hidden", (400, 400)), act=net.get("act", "relu"),
         ).to(device)
+        self.regs = nn.ModuleList(build_regularizers(self.cfg, list(self.net.parameters()), self.classifier_fisher))
+        self.keep_optimizer = bool(self.cfg.get("keep_optimizer", False))
+        self.opt: torch.optim.Optimizer | None = None
 
     def begin_task(self, task) -> None:
         super().begin_task(task)
-        # A fresh optimizer per task (as in the papers' code) keeps checkpoints free of optimizer state.
-        self.opt = make_optimizer(self.net.parameters(), self.cfg)
+        if self.opt is None or not self.keep_optimizer:
+            self.opt = make_optimizer(self.net.parameters(), self.cfg)
+        for r in self.regs:
+            r.begin_task()
+
+    def end_task(self, task) -> None:
+        for r in self.regs:
+            r.end_task(task.id, task)
+
+    def classifier_fisher(self, task: Any, n_max: int | None = None) -> tuple[list[Tensor], int]:
+        """Summed squared per-sample gradients of the NLL of the predicted label over the task's training
+        samples (the first ``n_max``), on the head the task trained (the three-scenarios EWC Fisher)."""
+        params = list(self.net.parameters())
+        n = len(task.train) if n_max is None else min(int(n_max), len(task.train))
+        dev = params[0].device
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            if self.net._plain_mlp:  # functional F.linear chain: per-sample gradients by vmap
+                numel = sum(p.numel() for p in params)
+                chunk = max(1, min(256, 2**24 // numel))
+                batches = (task.batch("train", torch.arange(s, min(n, s + chunk), device=dev))[0]
+                           for s in range(0, n, chunk))
+                head = lambda w, x: self.scenario.head(self.net(x, w), task.id, self.n_seen)  # noqa: E731
+                return per_sample_fisher(params, head, batches)
+
+            def losses():
+                for i in range(n):
+                    x, _ = task.batch("train", torch.tensor([i], device=dev))
+                    logits = self.scenario.head(self.net(x), task.id, self.n_seen)
+                    yield F.cross_entropy(logits, logits.detach().argmax(1))
+
+            return empirical_fisher(params, losses())
+        finally:
+            self.net.train(was_training)
+
+    def regularized_step(self, loss: Tensor, out: dict[str, Tensor]) -> None:
+        """Backward ``loss`` with the regularizers in the hook sequence, step; the penalty into ``out``."""
+        pen = protected_step(loss, [self.opt], self.regs)
+        if pen is not None:
+            out["penalty"] = pen
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state for a checkpoint, when it lives across tasks."""
+        return {"opt": self.opt.state_dict()} if self.keep_optimizer and self.opt is not None else {}
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        if self.keep_optimizer and "opt" in state:
+            self.opt = make_optimizer(self.net.parameters(), self.cfg)
+            self.opt.load_state_dict(state["opt"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {**super().checkpoint_state(), **self.optimizer_state()}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        super().load_checkpoint_state(state)
+        self.load_optimizer_state(state)
 
     def loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
         logits = self.scenario.head(self.net(x), task_id, self.n_seen)

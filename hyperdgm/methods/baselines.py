@@ -15,9 +15,9 @@ class Finetune(ClassifierMethod):
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(x, y, task_id)
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.detach()}
+        out = {"loss": loss.detach()}
+        self.regularized_step(loss, out)
+        return out
 
 
 class Joint(ClassifierMethod):

@@ -17,11 +17,12 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..hnet import OutputRegularizer, WeightGenerator
 from ..hooks import WeightHook, protected_step
 from ..nets import TargetNet
+from ..regularizers import build_regularizers, empirical_fisher
 from .base import Method, make_optimizer
 from .inference import assemble, infer_by_entropy
 
@@ -83,6 +84,8 @@ class HNet(Method):
             lookahead=bool(self.cfg.get("lookahead", True)),
         )
         self.reg_hook = OutputRegHook(self.reg, self.gen)
+        # optional online EWC / SI on the hypernetwork's own weights theta (method.ewc / method.si blocks)
+        self.regs = nn.ModuleList(build_regularizers(self.cfg, self.gen.hnet_parameters(), self.hnet_fisher))
         self.inference = str(self.cfg.get("task_inference") or self.default_inference)
         self.temperature = float(self.cfg.get("entropy_temperature", 1.0))
 
@@ -106,6 +109,28 @@ class HNet(Method):
         # Only the current embedding is trained (its own Adam, as in the reference code); old ones stay fixed.
         self.emb_opt = make_optimizer([self.gen.task_embedding(t)],
                                       {**self.cfg, "lr": self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))})
+        for r in self.regs:
+            r.begin_task()
+
+    def end_task(self, task) -> None:
+        for r in self.regs:
+            r.end_task(task.id, task)
+
+    def hnet_fisher(self, task: Any, n_max: int | None = None) -> tuple[list[Tensor], int]:
+        """EWC's Fisher w.r.t. theta: per training sample (batch size 1) the NLL of the predicted label of the
+        task's generated net; the weights are generated once and each sample backpropagates through them."""
+        params = self.gen.hnet_parameters()
+        n = len(task.train) if n_max is None else min(int(n_max), len(task.train))
+        dev = params[0].device
+        w = self._classifier(self.gen(task.id))
+
+        def losses():
+            for i in range(n):
+                x, _ = task.batch("train", torch.tensor([i], device=dev))
+                logits = self.logits(x, task.id, w)
+                yield F.cross_entropy(logits, logits.detach().argmax(1))
+
+        return empirical_fisher(params, losses(), retain_graph=True)
 
     def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
         w = self._classifier(self.gen(task_id)) if weights is None else weights
@@ -118,7 +143,7 @@ class HNet(Method):
         self.emb_opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.logits(x, task_id), y)
         out = {"loss": loss.detach()}
-        reg = protected_step(loss, [self.opt, self.emb_opt], [self.reg_hook])
+        reg = protected_step(loss, [self.opt, self.emb_opt], [self.reg_hook, *self.regs])
         if reg is not None:
             out["reg"] = reg
         return out

@@ -134,6 +134,7 @@ class ReplayClassifier(ClassifierMethod):
             self.memory.begin_task(t)
 
     def end_task(self, task) -> None:
+        super().end_task(task)  # the classifier's regularizers, if any
         if self.train_memory:
             self.memory.end_task(task.id, task)
         self.teacher = None
@@ -184,9 +185,8 @@ class ReplayClassifier(ClassifierMethod):
             w = self.replay_weight(task_id)
             loss = (1 - w) * loss + w * rl
             out["loss_replay"] = rl.detach()
-        loss.backward()
-        self.opt.step()
         out["loss"] = loss.detach()
+        self.regularized_step(loss, out)
         if self.train_memory:
             train_memory_step(self.memory, self.pixels, x, task_id, out)
         return out
@@ -210,7 +210,9 @@ class ReplayClassifier(ClassifierMethod):
             log_replay_grid(self.memory, tracker, task)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        state = {"module": self.net.state_dict(), "n_seen": self.n_seen}
+        state = {"module": self.net.state_dict(), "n_seen": self.n_seen, **self.optimizer_state()}
+        if len(self.regs):
+            state["regs"] = self.regs.state_dict()
         if self.uses_memory:
             state["memory"] = self.memory.checkpoint_state()
         return state
@@ -218,6 +220,9 @@ class ReplayClassifier(ClassifierMethod):
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         self.n_seen = int(state["n_seen"])
         self.net.load_state_dict(state["module"])
+        if len(self.regs):
+            self.regs.load_state_dict(state["regs"])
+        self.load_optimizer_state(state)
         if self.uses_memory:
             self.memory.load_checkpoint_state(state["memory"])
 

@@ -66,6 +66,7 @@ class HNetTIR(HNet):
             self.memory.begin_task(t)
 
     def end_task(self, task) -> None:
+        super().end_task(task)
         if self.train_memory:
             self.memory.end_task(task.id, task)
 
