@@ -1,5 +1,5 @@
 """Online EWC and SI (hyperdgm.regularizers) against hand computations; on a classifier, a generator and
-short real split-MNIST runs."""
+short real split-MNIST runs; the three-scenarios DGR (unconditional memory, every previous head in CL1)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -10,6 +10,7 @@ import torch
 from hyperdgm.experiment import run_experiment
 from hyperdgm.hooks import protected_step
 from hyperdgm.methods import build_method
+from hyperdgm.methods.replay import REPLAY_DEFAULTS, distillation
 from hyperdgm.regularizers import OnlineEWC, SynapticIntelligence, empirical_fisher, per_sample_fisher
 from hyperdgm.scenarios import make_scenario
 
@@ -181,6 +182,32 @@ def test_generator_ewc_refuses_a_gan():
 
     with pytest.raises(ValueError, match="memory.model=vae"):
         GenerativeMemory({"model": "gan", "protection": "ewc"}, (1, 4, 4), n_tasks=2)
+
+
+def test_dgr_cl1_scores_every_replayed_sample_on_every_previous_head():
+    m = build_method({"name": "dgr"})
+    m.scenario = make_scenario("cl1", [2, 2, 2])
+    m.rcfg = {**REPLAY_DEFAULTS, **m.method_defaults}
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 6), torch.randn(4, 6)
+    m.net, m.teacher = (lambda x: student), (lambda x: teacher)
+    loss = m.replay_loss(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long), task_id=2)
+    expect = (distillation(student[:, :2], teacher[:, :2], 2.0) + distillation(student[:, 2:4], teacher[:, 2:4], 2.0)) / 2
+    assert loss.item() == pytest.approx(expect.item())
+    assert build_method({"name": "dgr_conditional"}).method_defaults["cl1_heads"] == "own"
+
+
+def test_unconditional_memory_has_one_condition(data_root):
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods.replay import build_memory
+
+    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=8, test_limit=8)
+    mem = build_memory({"conditional": False, "enc_hidden": [8], "dec_hidden": [8], "latent_dim": 4}, bench,
+                       torch.device("cpu"))
+    assert not mem.conditional and mem.cond_dim == 1
+    assert mem.conditions([(0, 3), (2, 2)]).tolist() == [0] * 5
+    with pytest.raises(ValueError, match="memory.conditional"):
+        build_memory({"conditional": "no"}, bench, torch.device("cpu"))
 
 
 # Split MNIST CL1 barely forgets at the papers' settings (finetune 97.55%); a large step size and many steps

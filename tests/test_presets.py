@@ -93,6 +93,14 @@ for _sc, _lam, _gamma, _c in (("cl1", 1e8, 0.8, 50.0), ("cl2", 1e8, 0.7, 500.0),
     PRESET_VALUES[f"splitmnist_ewc_{_sc}"] = {**_TS, "scenario.name": _sc, "method.ewc.lambda": _lam,
                                              "method.ewc.gamma": _gamma, "method.ewc.fisher_n": None}
     PRESET_VALUES[f"splitmnist_si_{_sc}"] = {**_TS, "scenario.name": _sc, "method.si.c": _c, "method.si.epsilon": 0.1}
+# DGR+distill as the three-scenarios code (unconditional VAE 400-400, every previous head in CL1) and the
+# task-conditioned variant.
+PRESET_VALUES["splitmnist_dgr"] = {"method.name": "dgr", "method.memory.conditional": False,
+                                   "method.replay.cl1_heads": "previous", "method.replay.replay_weight": "inverse_t",
+                                   "method.replay.new_class_target": "prob0", "method.memory.dec_hidden": [400, 400],
+                                   "method.memory.latent_dim": 100, "trainer.iters_per_task": 2000}
+PRESET_VALUES["splitmnist_dgr_conditional"] = {"method.name": "dgr_conditional", "method.replay.cl1_heads": "own",
+                                               "method.memory.cond_dim": 100, "method.memory.dec_hidden": [400, 400]}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_VALUES))

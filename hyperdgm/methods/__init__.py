@@ -8,7 +8,7 @@ from .baselines import Finetune, Joint
 from .consolidation import EWCMethod, SIMethod
 from .dgm import DGM
 from .hnet import HNet, HNetEnt
-from .replay import DGR, HNetR, ReplayUB
+from .replay import DGR, DGRConditional, HNetR, ReplayUB
 from .tir import HNetTIR
 
 METHODS: dict[str, type[Method]] = {}
@@ -20,7 +20,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, ReplayUB, DGM):
+for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, DGRConditional, ReplayUB, DGM):
     register(_cls)
 
 

@@ -4,9 +4,13 @@
   weights come from a task-conditioned hypernetwork (protected by the output regularizer);
   soft targets from the classifier as it was before the task (distillation, T=2); the current
   and the replay loss weigh 0.5 each (``l_rew`` of the reference code).
-* ``dgr``       DGR+distill (Shin et al., 2017; van de Ven & Tolias, 2019): the same replay, but the
-  generator keeps old tasks by replaying its own samples (protection ``replay``); current loss
-  weighs 1/t, replay (t-1)/t.
+* ``dgr``       DGR+distill as the three-scenarios code (Shin et al., 2017; van de Ven & Tolias, 2019)
+  and the papers' tables run it: an *unconditional* VAE (``memory.conditional: false``) keeps old
+  tasks by replaying its own samples (protection ``replay``); the classifier before the task labels
+  the replayed samples, in CL1 on every previous task's head (``replay.cl1_heads: previous``);
+  current loss weighs 1/t, replay (t-1)/t.
+* ``dgr_conditional`` the same with a task-conditioned VAE, each replayed sample distilled on its
+  own task's head (``cl1_heads: own``).
 * ``replay_ub`` RPL-UB: replays stored *real* data of past tasks with self-generated targets; the
   upper bound of replay methods.
 
@@ -34,6 +38,7 @@ REPLAY_DEFAULTS = dict(
     targets="soft",          # soft (distillation) | hard (argmax of the old classifier)
     temperature=2.0,
     new_class_target="logit0",  # CL3 replay targets for the new task's classes: logit0 (hypercl) | prob0 (DGR)
+    cl1_heads="own",         # CL1: a replayed sample is scored on its own task's head | previous: on every previous head
 )
 
 
@@ -66,13 +71,27 @@ def distillation_probs(student: Tensor, probs: Tensor, temperature: float) -> Te
 
 
 def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.device) -> GenerativeMemory:
-    """The generative memory of a method's ``memory`` config; ``arch: auto`` picks conv for RGB inputs."""
+    """The generative memory of a method's ``memory`` config; ``arch: auto`` picks conv for RGB inputs.
+
+    ``conditional: false`` builds an unconditional memory: every sample of every task carries the one
+    condition 0 (a constant one-unit input, i.e. a bias), so the generator is told nothing of the task.
+    """
     mcfg = dict(cfg or {})
+    conditional = mcfg.pop("conditional", True)
+    if not isinstance(conditional, bool):
+        raise ValueError(f"memory.conditional must be true or false, got {conditional!r}")
     shape = tuple(benchmark.tasks[0].input_shape)
     if mcfg.get("arch") in (None, "auto"):
         mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
     classes = [[off + k for k in range(t.n_classes)] for off, t in zip(benchmark.class_offsets, benchmark.tasks)]
-    return GenerativeMemory(mcfg, shape, benchmark.n_tasks, task_classes=classes).to(device)
+    if not conditional:
+        if mcfg.get("condition", "task") != "task":
+            raise ValueError("memory.conditional=false: leave memory.condition unset (there is no condition)")
+        mcfg.update(condition="class", cond_dim=1)  # one class for every task: the condition is constant
+        classes = [[0] for _ in benchmark.tasks]
+    mem = GenerativeMemory(mcfg, shape, benchmark.n_tasks, task_classes=classes).to(device)
+    mem.conditional = conditional
+    return mem
 
 
 def replay_from_memory(memory: GenerativeMemory, pixels: "PixelSpace", task_id: int, n_replay: int,
@@ -120,8 +139,14 @@ class ReplayClassifier(ClassifierMethod):
         self.rcfg = {**REPLAY_DEFAULTS, **self.method_defaults, **dict(self.cfg.get("replay") or {})}
         self.pixels = PixelSpace(benchmark.tasks[0], device)
         self.teacher = None
+        if self.rcfg["cl1_heads"] not in ("own", "previous"):
+            raise ValueError(f"method.replay.cl1_heads must be own or previous, got {self.rcfg['cl1_heads']!r}")
+        self.conditional = True
         if self.uses_memory:
             self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
+            self.conditional = self.memory.conditional
+            if not self.conditional and scenario.task_id_given and self.rcfg["cl1_heads"] == "own":
+                raise ValueError("an unconditional memory's samples have no task: CL1 needs method.replay.cl1_heads=previous")
 
     # -- lifecycle -----------------------------------------------------------------------
     def begin_task(self, task) -> None:
@@ -141,13 +166,22 @@ class ReplayClassifier(ClassifierMethod):
 
     # -- replay --------------------------------------------------------------------------
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
-        """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids."""
+        """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids (an
+        unconditional memory's samples have none: ids 0)."""
+        if not self.conditional:
+            x, ids = self.memory.sample_replay([0], int(self.rcfg["n_replay"]), generator=self.rng)
+            return self.pixels.from_unit(x), ids
         return replay_from_memory(self.memory, self.pixels, task_id, self.rcfg["n_replay"], self.rng)
 
     def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:
         """Loss of the classifier on replayed inputs against the old classifier's outputs."""
         sc, T = self.scenario, float(self.rcfg["temperature"])
         student_full, teacher_full = self.net(x), self.teacher(x)
+        if sc.task_id_given and self.rcfg["cl1_heads"] == "previous":
+            # CL1, three-scenarios: every replayed sample on every previous task's head, losses averaged
+            heads = [(sc.offsets[j], sc.classes_per_task[j]) for j in range(task_id)]
+            return sum(self._soft_or_hard(student_full[:, o:o + k], teacher_full[:, o:o + k], T)
+                       for o, k in heads) / len(heads)
         if sc.task_id_given:  # CL1: each replayed sample on its own task's head
             k = sc.classes_per_task[0]
             offs = torch.tensor(sc.offsets, device=x.device)[ids]
@@ -165,6 +199,9 @@ class ReplayClassifier(ClassifierMethod):
                 probs = F.pad(torch.softmax(teacher / T, dim=1), (0, n_all - n_old))
                 return distillation_probs(student, probs, T)
             teacher = F.pad(teacher, (0, n_all - n_old))  # logit 0 for the new classes (hypercl)
+        return self._soft_or_hard(student, teacher, T)
+
+    def _soft_or_hard(self, student: Tensor, teacher: Tensor, T: float) -> Tensor:
         if self.rcfg["targets"] == "hard":
             return F.cross_entropy(student, teacher.argmax(1))
         return distillation(student, teacher, T)
@@ -234,10 +271,18 @@ class HNetR(ReplayClassifier):
 
 
 class DGR(ReplayClassifier):
-    """DGR+distill: the generator protects itself by replaying its own samples."""
+    """DGR+distill (three-scenarios): an unconditional generator that replays its own samples, the
+    classifier before the task labels them, in CL1 on every previous head."""
 
     name = "dgr"
-    method_defaults = {"replay_weight": "inverse_t", "new_class_target": "prob0"}
+    method_defaults = {"replay_weight": "inverse_t", "new_class_target": "prob0", "cl1_heads": "previous"}
+
+
+class DGRConditional(DGR):
+    """DGR+distill with a task-conditioned generator, each replayed sample distilled on its own task's head."""
+
+    name = "dgr_conditional"
+    method_defaults = {"replay_weight": "inverse_t", "new_class_target": "prob0", "cl1_heads": "own"}
 
 
 class ReplayUB(ReplayClassifier):
