@@ -244,3 +244,48 @@ def test_resume_equals_uninterrupted(method, data_root, tmp_path):
     cfg.trainer.stop_after = None
     resumed = run_experiment(cfg, tmp_path / "elsewhere")
     np.testing.assert_array_equal(resumed.R, full.R)
+
+
+@pytest.mark.parametrize("block", [{"ewc": {"lambda": 10.0, "fisher_n": 20}}, {"si": {"c": 1.0}}])
+def test_regularizer_on_a_hypernetwork(block, data_root):
+    """The same hooks guard HNET's theta: importance shaped as theta after a task, zero penalty at the anchor."""
+    from omegaconf import OmegaConf
+
+    from hyperdgm.data.benchmarks import build_benchmark
+
+    from .helpers import train_directly
+
+    torch.manual_seed(0)
+    bench = build_benchmark("split_mnist", data_root, n_tasks=2, train_limit=100, test_limit=10)
+    cfg = OmegaConf.to_container(OmegaConf.load("conf/method/hnet.yaml"))
+    cfg.update(net={"arch": "mlp", "hidden": [10]}, **block)
+    cfg["hnet"].update(chunk_size=1000, hidden=[5], chunk_emb_size=4, task_emb_size=4)
+    m = build_method(cfg)
+    m.setup(bench, make_scenario("cl1", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    train_directly(m, SimpleNamespace(tasks=bench.tasks[:1]), iters=5)  # task 0 only
+    (reg,) = m.regs
+    theta = m.gen.hnet_parameters()
+    assert [w.shape for w in reg.importance] == [p.shape for p in theta]
+    assert sum(float(w.sum()) for w in reg.importance) > 0
+    m.begin_task(bench.tasks[1])
+    assert reg.penalty().item() == 0.0
+    x, y = bench.tasks[1].batch("train", torch.arange(32))
+    for _ in range(3):
+        m.step(x, y, 1)
+    assert reg.penalty().item() > 0.0
+
+
+@pytest.mark.parametrize("replay", [False, True])
+def test_generator_si_combines_with_self_replay(replay):
+    """``memory.si.replay``: the SI-guarded generator also trains on its own samples from the snapshot."""
+    torch.manual_seed(0)
+    mem = _tiny_memory("si", c=1.0, replay=replay)
+    x = torch.rand(8, 1, 4, 4)
+    mem.begin_task(0)
+    mem.step(x, 0)
+    mem.end_task(0)
+    mem.begin_task(1)
+    rep = mem.protection.replay(1, 8)
+    assert (rep is not None) == replay
+    out = mem.step(x, 1)
+    assert ("replay_loss" in out) == replay and float(out["penalty"]) == 0.0  # at the anchor on the first step

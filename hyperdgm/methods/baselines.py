@@ -41,6 +41,6 @@ class Joint(ClassifierMethod):
             idx = torch.randint(len(task.train), (per,), generator=self.rng, device=self.rng.device)
             xt, yt = task.batch("train", idx, train_aug=True, generator=self.rng)
             loss = loss + self.loss(xt, yt, t) / n
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.detach()}
+        out = {"loss": loss.detach()}
+        self.regularized_step(loss, out)
+        return out
