@@ -31,7 +31,7 @@ from .hooks import WeightHook
 log = logging.getLogger(__name__)
 
 __all__ = ["EWC_DEFAULTS", "SI_DEFAULTS", "QuadraticPenalty", "OnlineEWC", "SynapticIntelligence",
-           "block_config", "build_regularizers", "empirical_fisher", "per_sample_fisher"]
+           "block_config", "build_regularizers", "empirical_fisher", "per_sample_fisher", "mlp_fisher"]
 
 #: Three-scenarios split-MNIST task-IL settings; class-IL presets set lambda 1e9 / c 0.5.
 EWC_DEFAULTS: dict[str, Any] = {"lambda": 1.0e8, "gamma": 0.8, "fisher_n": None}
@@ -192,6 +192,34 @@ def per_sample_fisher(params: Sequence[Tensor], logits_fn: Callable[[Sequence[Te
     for xb in batches:
         for s, g in zip(sums, per(weights, xb)):
             s.add_(g.pow(2).sum(0))
+        n += int(xb.shape[0])
+    return sums, n
+
+
+def mlp_fisher(weights: Sequence[Tensor], act: Callable[[Tensor], Tensor], head: Callable[[Tensor], Tensor],
+               batches: Iterable[Tensor]) -> tuple[list[Tensor], int]:
+    """As :func:`per_sample_fisher` for a chain of ``F.linear`` layers ``[W0, b0, W1, b1, ...]`` (``act`` between
+    them, ``head`` slicing the output), exactly and at the cost of one batched backward: a sample's gradient of
+    ``W`` is ``g x^T`` (``g`` its gradient at the layer's output, ``x`` its input), so the sum over samples of its
+    square is ``(g^2)^T (x^2)``. Valid where each sample's loss depends on its own row only (no batch statistics)."""
+    w = [t.detach() for t in weights]
+    n_layers = len(w) // 2
+    sums = [torch.zeros_like(t) for t in w]
+    n = 0
+    for xb in batches:
+        h, inputs, outs = xb.flatten(1), [], []
+        for i in range(n_layers):
+            inputs.append(h)
+            z = torch.nn.functional.linear(h, w[2 * i], w[2 * i + 1]).requires_grad_(True)
+            outs.append(z)
+            h = act(z) if i < n_layers - 1 else z
+        logp = torch.log_softmax(head(h), dim=1)
+        loss = -logp.gather(1, logp.detach().argmax(1, keepdim=True)).sum()
+        grads = torch.autograd.grad(loss, outs)
+        for i, (x, g) in enumerate(zip(inputs, grads)):
+            g2 = g.pow(2)
+            sums[2 * i].add_(g2.T @ x.detach().pow(2))
+            sums[2 * i + 1].add_(g2.sum(0))
         n += int(xb.shape[0])
     return sums, n
 

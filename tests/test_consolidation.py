@@ -11,7 +11,7 @@ from hyperdgm.experiment import run_experiment
 from hyperdgm.hooks import protected_step
 from hyperdgm.methods import build_method
 from hyperdgm.methods.replay import REPLAY_DEFAULTS, distillation
-from hyperdgm.regularizers import OnlineEWC, SynapticIntelligence, empirical_fisher, per_sample_fisher
+from hyperdgm.regularizers import OnlineEWC, SynapticIntelligence, empirical_fisher, mlp_fisher, per_sample_fisher
 from hyperdgm.scenarios import make_scenario
 
 from .helpers import quick_cfg
@@ -64,6 +64,33 @@ def test_fisher_estimators_match_hand_computation():
     (vW, vb), n = per_sample_fisher([W, b], lambda w, x: x @ w[0].T + w[1], [X[:2], X[2:]])  # vmap, two chunks
     torch.testing.assert_close(vW / n, FW)
     torch.testing.assert_close(vb / n, Fb)
+    (mW, mb), n = mlp_fisher([W, b], torch.relu, lambda z: z, [X[:3], X[3:]])  # (g^2)^T (x^2), two chunks
+    torch.testing.assert_close(mW / n, FW)
+    torch.testing.assert_close(mb / n, Fb)
+
+
+def test_mlp_fisher_equals_one_backward_per_sample():
+    """Hidden layers and a sliced head: the batched estimate equals batch-size-1 backward passes."""
+    torch.manual_seed(0)
+    ws = [torch.randn(5, 4), torch.randn(5), torch.randn(3, 5), torch.randn(3), torch.randn(6, 3), torch.randn(6)]
+    ws = [w.requires_grad_(True) for w in ws]
+    X = torch.randn(7, 4)
+
+    def net(x):
+        h = torch.relu(x @ ws[0].T + ws[1])
+        h = torch.relu(h @ ws[2].T + ws[3])
+        return (h @ ws[4].T + ws[5])[:, 2:4]
+
+    def losses():
+        for x in X:
+            logits = net(x[None])
+            yield torch.nn.functional.cross_entropy(logits, logits.detach().argmax(1))
+
+    loop, n = empirical_fisher(ws, losses())
+    fast, m = mlp_fisher(ws, torch.relu, lambda z: z[:, 2:4], [X[:4], X[4:]])
+    assert n == m == 7
+    for a, b in zip(loop, fast):
+        torch.testing.assert_close(a, b)
 
 
 def test_classifier_fisher_on_the_cl1_head():

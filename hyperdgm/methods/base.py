@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar, Mapping
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from ..hooks import protected_step
 from ..nets import TargetNet
-from ..regularizers import build_regularizers, empirical_fisher, per_sample_fisher
+from ..regularizers import build_regularizers, empirical_fisher, mlp_fisher
 from ..scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class Method(nn.Module):
         """Told by the trainer before :meth:`begin_task`: steps and batch size of the coming task."""
         self.task_iters = int(n_iters)
         self.batch_size = int(batch_size)
+
+    def task_schedule(self, task: Any) -> tuple[int, int]:
+        """``(iterations, iterations per epoch)`` of ``task`` as :meth:`plan_task` announced it."""
+        bs = int(getattr(self, "batch_size", 64))
+        return int(getattr(self, "task_iters", 1)), max(1, math.ceil(len(task.train) / bs))
 
     def begin_task(self, task: Any) -> None:
         self.current_task = task.id
@@ -142,13 +148,11 @@ class ClassifierMethod(Method):
         was_training = self.net.training
         self.net.eval()
         try:
-            if self.net._plain_mlp:  # functional F.linear chain: per-sample gradients by vmap
-                numel = sum(p.numel() for p in params)
-                chunk = max(1, min(256, 2**24 // numel))
-                batches = (task.batch("train", torch.arange(s, min(n, s + chunk), device=dev))[0]
-                           for s in range(0, n, chunk))
-                head = lambda w, x: self.scenario.head(self.net(x, w), task.id, self.n_seen)  # noqa: E731
-                return per_sample_fisher(params, head, batches)
+            if self.net._plain_mlp:  # a chain of F.linear: per-sample squared gradients from one batched backward
+                batches = (task.batch("train", torch.arange(s, min(n, s + 1000), device=dev))[0]
+                           for s in range(0, n, 1000))
+                head = lambda z: self.scenario.head(z, task.id, self.n_seen)  # noqa: E731
+                return mlp_fisher(params, self.net._act, head, batches)
 
             def losses():
                 for i in range(n):
