@@ -232,6 +232,8 @@ def test_wrong_order_refused():
     mem = _memory("dgm_w")
     with pytest.raises(RuntimeError):
         mem.begin_task(1, schedule=(2, 2))
+    with pytest.raises(ValueError, match="schedule"):  # s would stay at 1/smax: masks never anneal
+        mem.begin_task(0)
     with pytest.raises(ValueError):
         GenerativeMemory({**TINY_DGM, "protection": "dgm_w", "dgm": {"smax_typo": 1}}, (1, 32, 32), 2,
                          task_classes=[[0], [1]])
@@ -401,3 +403,62 @@ def test_shared_hypernetwork_keeps_old_decoder_weights():
     drift = sum((a - b).pow(2).sum() for a, b in zip(mem.protection.weights([0])[0], w0)).item()
     moved = sum((a - b).pow(2).sum() for a, b in zip(mem.protection.weights([1])[0], w0)).item()
     assert drift < 0.05 * moved, (drift, moved)
+
+
+
+def _shared_hnet_run(data_root, beta: float):
+    """A tiny two-digit DGM run with one hypernetwork for generator and classifier head; returns the
+    method, the accuracy matrix and how far task 0's generator weights moved during task 1."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from hyperdgm.data import build_benchmark
+    from hyperdgm.methods import build_method
+    from hyperdgm.scenarios import make_scenario
+    from hyperdgm.trainer import Trainer
+
+    torch.manual_seed(0)
+    bench = build_benchmark("cil_mnist", str(data_root), n_tasks=2, train_limit=64, test_limit=40, pad=32)
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "method" / "dgm.yaml"))
+    cfg["shared_hnet"] = True
+    cfg["memory"].update(protection="hnet", ngf=4, beta=beta)
+    cfg["memory"]["acgan"].update(ndf=8, d_norm="none")
+    cfg["memory"]["hnet"].update(chunk_size=4000)
+    method = build_method(cfg)
+    kept: dict = {}
+    end_task = method.end_task
+
+    def keep(task):
+        end_task(task)
+        if task.id == 0:
+            kept["w0"] = [w.detach().clone() for w in method.memory.protection.weights([0])[0]]
+
+    method.end_task = keep
+    trainer = Trainer(method, bench, make_scenario("cil", bench.n_classes_per_task),
+                      cfg={"iters_per_task": 30, "batch_size": 32, "progress": False, "checkpoint": False})
+    R = trainer.fit().R
+    after = method.memory.protection.weights([0])[0]
+    return method, R, sum((a - b).pow(2).sum() for a, b in zip(after, kept["w0"])).item()
+
+
+def test_dgm_with_one_hypernetwork_for_generator_and_classifier(data_root, tmp_path):
+    """shared_hnet: one hypernetwork generates the AC-GAN's generator and the classifier head; task 0's
+    generator weights are kept by the output regularizer (without it they drift), the hypernetwork is
+    counted once, the classifier learns, and resume reproduces the uninterrupted run."""
+    method, R, kept = _shared_hnet_run(data_root, beta=1.0)
+    _, _, free = _shared_hnet_run(data_root, beta=0.0)
+    assert kept < 0.05 * free, (kept, free)
+    counts = method.param_counts()
+    assert counts["hnet"] > 0 and counts["memory_generator_trainable"] < counts["hnet"]
+    assert [t.shape for t in method._head(1)] == [torch.Size([2, 8 * 4 * 16]), torch.Size([2])]  # 2 classes seen
+    assert R[0, 0] > 90.0  # one digit: the generated head separates it from nothing, but must score it
+    over = ["benchmark.n_tasks=2", "benchmark.train_limit=64", "benchmark.test_limit=40", "trainer.iters_per_task=6",
+            "method.shared_hnet=true", "method.memory.protection=hnet", "method.memory.hnet.chunk_size=4000"]
+    full = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / "full")
+    run_experiment(_cfg(data_root, tmp_path, *over, "trainer.stop_after=1"), tmp_path / "part")
+    resumed = run_experiment(_cfg(data_root, tmp_path, *over, f"resume={tmp_path / 'part'}"), tmp_path / "x")
+    assert np.array_equal(full.R, resumed.R, equal_nan=True)
+    with pytest.raises(ValueError, match="memory.protection=hnet"):
+        run_experiment(_cfg(data_root, tmp_path, *over[:4], "method.shared_hnet=true",
+                            "method.memory.protection=dgm_w"), tmp_path / "bad")

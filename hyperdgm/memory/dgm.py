@@ -57,6 +57,7 @@ class _Masks(Protection):
     """Shared machinery of DGMw / DGMa: own weights, per-task binary masks, cumulative mask, growth."""
 
     shared_weights = False
+    needs_schedule = True  # s is annealed over the task's epochs
     per_batch = True  # annealing inside an epoch
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:

@@ -206,6 +206,9 @@ class GenerativeMemory(nn.Module):
         taken, fresh optimizers. ``schedule``: ``(iterations, iterations per epoch)`` of the task."""
         if not 0 <= task_id < self.n_tasks:
             raise ValueError(f"task id {task_id} out of range (n_tasks={self.n_tasks})")
+        if schedule is None and self.protection.needs_schedule:  # without it DGM's s would never anneal
+            raise ValueError(f"memory.protection={self.protection.name} anneals over the task: begin_task needs "
+                             "schedule=(iterations, iterations per epoch)")
         dev = self.device
         self.body.begin_task(task_id, self.task_classes[task_id])
         self.body.to(dev)

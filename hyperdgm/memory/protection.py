@@ -93,10 +93,13 @@ class Protection(nn.Module, WeightHook):
     the task only by its condition), so the memory may run mixed-task batches at once.
     ``lookahead``: the hook sequence passes ``delta`` = the Adam lookahead of
     :meth:`lookahead_parameters` to :meth:`penalty`.
+    ``needs_schedule``: the protection follows the task's progress (DGM's annealing), so the memory's
+    ``begin_task`` must be told the task's schedule.
     """
 
     name: ClassVar[str] = "base"
     shared_weights: ClassVar[bool] = True
+    needs_schedule: ClassVar[bool] = False
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         nn.Module.__init__(self)

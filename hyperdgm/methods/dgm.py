@@ -10,6 +10,11 @@ choice: ``dgm_w`` / ``dgm_a`` (DGMw / DGMa: learned binary masks with dynamic ex
 paper), ``hnet`` (weights generated per task, output regularizer), ``replay`` (self-replay),
 ``none``. Nothing here knows which.
 
+``shared_hnet=true`` (with ``memory.protection=hnet``): one hypernetwork generates the generator's
+body and the classifier's head (``Linear`` on the discriminator's features) together, one task
+embedding per task, one output regularizer over both (``memory.hnet``, ``memory.beta``); the
+classifier is the head generated for the latest task.
+
 Two protocols, both logged: the headline (the trainer's accuracy matrix and ``a_n``: the model at
 the end of each task, no selection) and ``a_n_paper``: the official code's, the test accuracy at
 the evaluation point (every ``paper_eval_every`` epochs and at the task's end) whose accuracy on a
@@ -25,7 +30,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..hnet import OutputRegularizer
+from ..hooks import protected_step
+from ..memory import memory_config
+from ..memory.replay_models import fused_adam
 from .base import Method, count
+from .hnet import OutputRegHook, build_generator
 from .replay import PixelSpace, build_memory, log_replay_grid
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,7 @@ DGM_DEFAULTS = dict(
     n_replay=64,          # generated samples of past classes per classifier step, split evenly over them
     paper_eval_every=2,   # epochs between the a_n_paper evaluations (official: 2 for DGMw, 5 for DGMa)
     eval_batch_size=1000,
+    shared_hnet=False,    # one hypernetwork for the generator and the classifier head (memory.protection=hnet)
 )
 
 
@@ -52,7 +63,25 @@ class DGM(Method):
         if mcfg["model"] != "acgan":
             raise ValueError(f"method dgm classifies with the AC-GAN's auxiliary head: memory.model must be acgan, "
                              f"got {mcfg['model']!r}")
+        self.shared = bool(self.dcfg["shared_hnet"])
+        if self.shared:
+            if mcfg.get("protection", "hnet") not in ("hnet", "hnet_shared"):
+                raise ValueError("dgm shared_hnet=true needs memory.protection=hnet (the shared hypernetwork protects "
+                                 f"the generator), got {mcfg.get('protection')!r}")
+            mcfg["protection"] = "hnet_shared"
+            a = memory_config(mcfg)["acgan"]
+            if a["aux_weight"] or a["aux_g_weight"]:
+                raise ValueError("dgm shared_hnet=true: the classifier head is generated, so acgan.aux_weight and "
+                                 "acgan.aux_g_weight (which train the discriminator's own head) must be 0")
         self.memory = build_memory(mcfg, benchmark, device)
+        if self.shared:
+            c, aux = self.memory.cfg, self.memory.model.discriminator.aux
+            head = [[aux.out_features, aux.in_features], [aux.out_features]]
+            self.gen = build_generator([head, self.memory.body.param_shapes], c["hnet"]).to(device)
+            self.reg = OutputRegularizer(float(c["beta"]), tasks_per_step=c["tasks_per_step"],
+                                         online_targets=bool(c["online_targets"]), lookahead=bool(c["lookahead"]))
+            self.reg_hook = OutputRegHook(self.reg, self.gen)
+            self.memory.protection.attach(self.gen, 1, self.reg)
         self.pixels = PixelSpace(benchmark.tasks[0], device)
         self.a_n_paper: list[float] = []
         self._warned_val = False
@@ -60,9 +89,15 @@ class DGM(Method):
     # -- lifecycle -----------------------------------------------------------------------
     def begin_task(self, task) -> None:
         super().begin_task(task)
-        iters = int(getattr(self, "task_iters", 1))
-        bs = int(getattr(self, "batch_size", 64))
-        self.ipe = max(1, math.ceil(len(task.train) / bs))  # iterations per epoch of the current class
+        iters, self.ipe = self.task_schedule(task)  # iterations (per epoch) of the current class
+        if self.shared:  # targets of earlier tasks before anything moves, then the new embedding
+            self.reg.begin_task(self.gen, current_task=task.id)
+            while self.gen.n_tasks <= task.id:
+                self.gen.add_task()
+            lr, betas = self.memory.model.generator_optim()
+            self.h_opts = [fused_adam(self.gen.hnet_parameters(), lr, betas, self.device),
+                           fused_adam([self.gen.task_embedding(task.id)], float(self.memory.cfg["emb_lr"]), betas,
+                                      self.device)]
         self.memory.begin_task(task.id, schedule=(iters, self.ipe))
         self.it = 0
         self._best: tuple[float, float] | None = None  # (val, test) at the best validation point
@@ -78,15 +113,24 @@ class DGM(Method):
         labels = sc.target(y, task_id)
         xu = self.pixels.to_unit(x)
         n_cls = sc.n_seen_classes(task_id + 1)
+        xs, ys, w = xu, labels, None
         if task_id > 0:  # class-balanced: real current batch 1/(t+1), generated past classes t/(t+1)
             per = max(1, math.ceil(int(self.dcfg["n_replay"]) / task_id))
             xr, _, cr = mem.replay_batch(list(range(task_id)), per, generator=self.rng)
             t1 = float(task_id + 1)
             w = torch.cat([torch.full((xu.shape[0],), 1.0 / (t1 * xu.shape[0]), device=xu.device),
                            torch.full((xr.shape[0],), task_id / (t1 * xr.shape[0]), device=xu.device)])
-            cls = mem.model.classifier_step(torch.cat([xu, xr]), torch.cat([labels, cr]), n_cls, w)
+            xs, ys = torch.cat([xu, xr]), torch.cat([labels, cr])
+        if self.shared:  # the generated head through the one hook sequence (output regularizer)
+            model = mem.model
+            model.opt.zero_grad(set_to_none=True)
+            for o in self.h_opts:
+                o.zero_grad(set_to_none=True)
+            cls = model.classifier_loss(xs, ys, n_cls, w, head=self._head(task_id))
+            protected_step(cls, [model.opt, *self.h_opts], [self.reg_hook])
+            cls = cls.detach()
         else:
-            cls = mem.model.classifier_step(xu, labels, n_cls)
+            cls = mem.model.classifier_step(xs, ys, n_cls, w)
         out = {"loss_classifier": cls}
         for k, v in mem.step(xu, task_id, cond=labels).items():
             out[f"memory/{k}"] = v
@@ -125,10 +169,15 @@ class DGM(Method):
             self._best = (val, test)
 
     # -- prediction ----------------------------------------------------------------------
+    def _head(self, task_id: int) -> list[Tensor]:
+        """The classifier head ``[W, b]`` the shared hypernetwork generates for ``task_id``."""
+        return self.gen.split(self.gen.flat([task_id])[0])[0]
+
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
         n = self.scenario.n_seen_classes(self.n_seen)
-        return self.memory.model.classify(self.pixels.to_unit(x), n)
+        head = self._head(self.n_seen - 1) if self.shared else None
+        return self.memory.model.classify(self.pixels.to_unit(x), n, head)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def param_counts(self) -> dict[str, float]:
@@ -139,6 +188,11 @@ class DGM(Method):
         out["target"] = m["generator_target"]
         out["compression_ratio"] = m["compression_ratio"]
         out["stored_mask_bits"] = m["generator_stored"] if self.memory.protection.name.startswith("dgm") else 0.0
+        if self.shared:  # the one hypernetwork, counted here (the memory counts 0 for it)
+            c = self.gen.param_counts()
+            out.update(hnet=c["hnet"], task_embeddings=c["task_embeddings"], hnet_target=c["target"])
+            out["trainable"] = m["trainable"] + c["hnet"] + c["task_embeddings"]
+            out["compression_ratio"] = (c["hnet"] + c["task_embeddings"]) / c["target"]
         widths = self.memory.body.widths
         for i, w in enumerate(widths):
             out[f"generator_width_{i}"] = float(w)
@@ -158,10 +212,17 @@ class DGM(Method):
         log_growth_plot(self.memory, tracker, task)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"n_seen": self.n_seen, "memory": self.memory.checkpoint_state(), "a_n_paper": list(self.a_n_paper)}
+        out = {"n_seen": self.n_seen, "memory": self.memory.checkpoint_state(), "a_n_paper": list(self.a_n_paper)}
+        if self.shared:
+            out["hnet"] = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
+        return out
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         self.n_seen = int(state["n_seen"])
+        if self.shared:  # the hypernetwork first: the memory's protection reads it
+            while self.gen.n_tasks < self.n_seen:
+                self.gen.add_task()
+            self.gen.load_state_dict(state["hnet"])
         self.memory.load_checkpoint_state(state["memory"])
         self.a_n_paper = [float(v) for v in state["a_n_paper"]]
 

@@ -156,7 +156,7 @@ class ReplayClassifier(ClassifierMethod):
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False) if t > 0 else None
         self.train_memory = self.uses_memory and t < self.benchmark.n_tasks - 1  # the last task needs no replay
         if self.train_memory:
-            self.memory.begin_task(t)
+            self.memory.begin_task(t, schedule=self.task_schedule(task))
 
     def end_task(self, task) -> None:
         super().end_task(task)  # the classifier's regularizers, if any

@@ -63,7 +63,7 @@ class HNetTIR(HNet):
         self.tir_opt = make_optimizer(self.tir.parameters(), self.tir_cfg)
         self.train_memory = t < self.benchmark.n_tasks - 1
         if self.train_memory:
-            self.memory.begin_task(t)
+            self.memory.begin_task(t, schedule=self.task_schedule(task))
 
     def end_task(self, task) -> None:
         super().end_task(task)
