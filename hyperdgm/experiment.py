@@ -28,6 +28,7 @@ from .data.benchmarks import build_benchmark
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted
 from .methods import build_method
+from .naming import size_metrics
 from .rundir import CONFIG_FILE, RunDir
 from .scenarios import ScenarioError, make_scenario
 from .tracking import build_tracker
@@ -195,7 +196,7 @@ def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trai
                           "device": str(trainer.device), "run_dir": str(rd.path),
                           "eval_split": trainer.cfg.eval_split})  # val runs select, test runs report
         counts = method.param_counts()
-        tracker.log_metrics({f"params/{k}": float(v) for k, v in counts.items()})
+        tracker.log_metrics(size_metrics(method))  # at the start too: a crashed run still says how big it was
         if run_id is None:
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         log.info("%s on %s (%s), %d tasks, device %s, params %s", method.name, bench.name, scenario.name,

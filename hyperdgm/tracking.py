@@ -1,8 +1,8 @@
 """Experiment tracking: MLflow (default) or nothing.
 
-One MLflow experiment per benchmark; params are the flattened config; metrics per task;
-artifacts are the resolved config, the accuracy matrix (CSV + heatmap) and whatever a method
-adds (e.g. replay sample grids). A crashed run is marked FAILED with its error, an interrupted one
+One MLflow experiment per benchmark; params are the flattened config (floats rounded); metrics per
+task under the names of :mod:`hyperdgm.naming`; artifacts are the resolved config, the accuracy
+matrix (CSV + heatmap) and whatever a method adds (e.g. replay sample grids). A crashed run is marked FAILED with its error, an interrupted one
 (SIGINT / SIGTERM) KILLED. Opening a sqlite store holds a file lock beside it, so runs started
 together on a store that does not exist yet do not race in MLflow's schema creation.
 """
@@ -20,19 +20,20 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import ConfigError, Interrupted
+from .naming import metric_key, param_value
 
 log = logging.getLogger(__name__)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}} -> {"a.b": "1"}``; lists become their string form."""
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``; floats rounded, lists in their string form (:func:`param_value`)."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = str(v)
+            out[key] = param_value(v)
     return out
 
 
@@ -129,7 +130,7 @@ class MLflowTracker(Tracker):
         self.run_id = run.info.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
+        clean = {metric_key(k): float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
         if clean:
             self._mlflow.log_metrics(clean, step=step)
 

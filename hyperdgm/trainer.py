@@ -28,6 +28,7 @@ from .errors import CheckpointError, ConfigError, DivergenceError
 from .methods.base import Method
 from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
+from .naming import size_metrics
 from .tracking import Tracker, accuracy_matrix_artifacts
 
 log = logging.getLogger(__name__)
@@ -333,7 +334,7 @@ class Trainer:
         counts = self.method.param_counts()
         final = {f"final/{k}": v for k, v in summary.items()}
         final["time/total"] = float(sum(self.task_times))
-        final.update({f"params/{k}": float(v) for k, v in counts.items()})
+        final.update(size_metrics(self.method))  # again at the end: a growing generator (DGM) changed them
         self.tracker.log_metrics(final)
         names = [t.name for t in self.benchmark.tasks]
         out = self.run_dir if self.run_dir else None

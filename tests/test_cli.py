@@ -41,7 +41,7 @@ def test_resume_reaches_the_same_numbers(data_root, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("split_mnist").experiment_id])
     assert len(runs) == 2  # the resumed run continued its own MLflow run
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert len({r.data.metrics["final/acc_avg"] for r in runs}) == 1
+    assert len({r.data.metrics["final.acc_avg"] for r in runs}) == 1
 
 
 def test_bad_input_is_one_clear_line(data_root, tmp_path):

@@ -204,7 +204,7 @@ def test_sigterm_marks_killed_and_resume_continues_the_same_run(data_root, tmp_p
     done = cli(data_root, tmp_path / "resumer", *slow, f"resume={run_dir}", "threads=1", store=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = _runs(tmp_path)
-    assert run.info.run_id == run_id and run.info.status == "FINISHED" and "final/acc_avg" in run.data.metrics
+    assert run.info.run_id == run_id and run.info.status == "FINISHED" and "final.acc_avg" in run.data.metrics
     assert _ckpts(run_dir) == ["task_000.pt", "task_001.pt"]
 
 

@@ -38,12 +38,11 @@ def test_finetune_forgets_joint_does_not_and_mlflow_has_it(data_root, tmp_path):
     assert run.data.params["method.name"] == "finetune"
     assert run.data.params["trainer.iters_per_task"] == "60"
     m = run.data.metrics
-    assert m["final/acc_avg"] == pytest.approx(ft.summary["acc_avg"])
-    assert m["params/compression_ratio"] == 1.0
-    assert m["params/trainable"] == 784 * 64 + 64 + 64 * 6 + 6
+    assert m["final.acc_avg"] == pytest.approx(ft.summary["acc_avg"])
+    assert m["size.trainable"] == m["size.classifier"] == 784 * 64 + 64 + 64 * 6 + 6
     hist = client.get_metric_history(run.info.run_id, "acc_avg")
     assert [h.step for h in hist] == [0, 1, 2]
-    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 9  # 3 tasks x 60 it / 20
+    assert len(client.get_metric_history(run.info.run_id, "train.loss")) == 9  # 3 tasks x 60 it / 20
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "accuracy_matrix.csv", "accuracy_matrix.png"} <= arts
     csv = (tmp_path / "ft" / "accuracy_matrix.csv").read_text().splitlines()

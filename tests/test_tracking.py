@@ -1,0 +1,82 @@
+"""What a user sees in MLflow: searchable metric names, sizes per component, rounded params.
+
+One tiny run (2 tasks, a few iterations) into a tmp sqlite store, queried with MLflow's client.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperdgm import config_check as cc
+from hyperdgm.experiment import _build, method_config, run_experiment
+from hyperdgm.methods import build_method
+from hyperdgm.naming import metric_key, param_value, size_metrics
+from hyperdgm.rundir import RunDir
+
+from .helpers import quick_cfg
+
+TINY = ["benchmark.n_tasks=2", "benchmark.train_limit=200", "benchmark.test_limit=100", "trainer.iters_per_task=5",
+        "trainer.log_every=5"]
+
+
+@pytest.fixture(scope="module")
+def tracked(data_root, tmp_path_factory):
+    """An hnet_r run (replay grids, a generator hypernetwork) and the client of its store."""
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("store")
+    over = ["method=hnet_r", "method.lr=0.0049999999999", *TINY]
+    cfg = quick_cfg(data_root, tmp, *over)
+    result = run_experiment(cfg, tmp / "run")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    return client, client.get_run(result.run_id), tmp
+
+
+def test_metric_names_search_as_typed(tracked):
+    client, run, _ = tracked
+    assert not [k for k in run.data.metrics if "/" in k]
+    for name in ("final.acc_avg", "acc.task_0", "train.loss", "size.generator_hnet", "ratio.generator_hnet"):
+        hits = client.search_runs([run.info.experiment_id], filter_string=f"metrics.{name} >= 0")
+        assert [r.info.run_id for r in hits] == [run.info.run_id], name
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "acc.task_0")] == [0, 1]
+
+
+def test_metric_key_refuses_search_prefixes():
+    assert metric_key("final/acc_avg") == "final.acc_avg"
+    assert metric_key("train/memory/kl") == "train.memory.kl"
+    with pytest.raises(ValueError, match="params"):
+        metric_key("params/compression_ratio")
+
+
+def test_params_rounded(tracked):
+    _, run, _ = tracked
+    assert run.data.params["method.lr"] == "0.005"
+    assert run.data.params["trainer.iters_per_task"] == "5"
+    assert param_value(1e8) == "1e+08" and param_value(100000.0) == "100000" and param_value([0.1 + 0.2, 3]) == "[0.3, 3]"
+
+
+def _method(data_root: Path, tmp_path: Path, *over: str):
+    """A method set up on its (tiny) benchmark, as the trainer holds it before training."""
+    cfg = quick_cfg(data_root, tmp_path, "tracking=none", "trainer.checkpoint=false", *TINY[:3], *over)
+    return _build(cc.validate(cfg), RunDir(tmp_path), build_method(method_config(cfg)), torch.device("cpu")).method
+
+
+def test_sizes_per_component(data_root, tmp_path, tracked):
+    hnet = size_metrics(_method(data_root, tmp_path / "a", "method=hnet", "scenario=cl1"))
+    g = _method(data_root, tmp_path / "b", "method=hnet", "scenario=cl1").gen.param_counts()
+    assert hnet["size.classifier"] == g["target"] and hnet["size.classifier_hnet"] == g["hnet"]
+    assert hnet["ratio.classifier_hnet"] == round(g["hnet"] / g["target"], 4)
+    assert not [k for k in hnet if "generator" in k or "masks" in k]
+
+    m = tracked[1].data.metrics  # hnet_r: a plain classifier, a hypernetwork-protected generator
+    assert "size.classifier_hnet" not in m and m["size.classifier"] > 0
+    assert m["ratio.generator_hnet"] == round(m["size.generator_hnet"] / m["size.generator"], 4)
+
+    dgm = size_metrics(_method(data_root, tmp_path / "c", "benchmark=cil_mnist", "scenario=cil", "method=dgm",
+                               "benchmark.pad=32", "method.memory.ngf=4", "method.memory.acgan.ndf=8"))
+    assert {"size.masks", "ratio.masks", "size.generator", "size.discriminator"} <= set(dgm)
+    assert not [k for k in dgm if "hnet" in k]
+    assert all(re.fullmatch(r"(size|ratio)\.[a-z_]+", k) for k in [*hnet, *m, *dgm] if k[:4] in ("size", "rati"))
