@@ -28,7 +28,7 @@ from .data.benchmarks import build_benchmark
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted
 from .methods import build_method
-from .naming import size_metrics
+from .naming import run_name, size_metrics
 from .rundir import CONFIG_FILE, RunDir
 from .scenarios import ScenarioError, make_scenario
 from .tracking import build_tracker
@@ -131,7 +131,8 @@ def bad_input() -> Iterator[None]:
 def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None) -> Result:
     """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``.
 
-    ``overrides`` are the command line's (``resume=`` checks them); in code, leave it ``None``.
+    ``overrides`` are the command line's (``resume=`` checks them, the run name shows them); in code,
+    leave it ``None``.
     """
     with signals_as_interrupts():
         return _run(cfg, Path(run_dir), overrides)
@@ -158,7 +159,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None) -> Res
             trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
             if resuming and trainer.load_latest() is None:
                 log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
-        return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None)
+        return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None, overrides)
     finally:
         rd.unlock()
 
@@ -186,11 +187,13 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
     return trainer
 
 
-def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None) -> Result:
+def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None,
+                   overrides: Sequence[str] | None = None) -> Result:
     """Open (or continue) the MLflow run, train, and end the run FINISHED, FAILED or KILLED."""
     tracker, method, bench, scenario = trainer.tracker, trainer.method, trainer.benchmark, trainer.scenario
     try:
-        tracker.start(experiment=bench.name, run_name=str(c.get("run_name") or method.name), params=c, run_id=run_id)
+        name = str(c.get("run_name") or run_name(c, overrides))
+        tracker.start(experiment=bench.name, run_name=name, params=c, run_id=run_id)
         rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
                           "device": str(trainer.device), "run_dir": str(rd.path),

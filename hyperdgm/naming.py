@@ -128,9 +128,17 @@ def run_name(c: Mapping[str, Any], overrides: Sequence[str] | None = None, limit
     else:
         base = "-".join(str((c.get(g) or {}).get("name", "")) for g in _BASE_GROUPS)
         pairs = [(k, v) for k, v in pairs if k not in _BASE_GROUPS]
-    parts = [base, *(_short(k, [p[0] for p in pairs]) + ("=" + v if v else "") for k, v in pairs)]
+    parts = [base, *(_short(k, [p[0] for p in pairs]) + ("=" + _value(v) if v else "") for k, v in pairs)]
     name = " ".join(parts)
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _value(v: str) -> str:
+    """A number as :func:`param_value` writes it (``0.0049999999 -> 0.005``), anything else as typed."""
+    try:
+        return param_value(float(v)) if any(ch in v for ch in ".eE") else v
+    except ValueError:
+        return v
 
 
 def _short(key: str, keys: Sequence[str]) -> str:

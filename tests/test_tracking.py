@@ -13,7 +13,7 @@ import torch
 from hyperdgm import config_check as cc
 from hyperdgm.experiment import _build, method_config, run_experiment
 from hyperdgm.methods import build_method
-from hyperdgm.naming import metric_key, param_value, size_metrics
+from hyperdgm.naming import metric_key, param_value, run_name, size_metrics
 from hyperdgm.rundir import RunDir
 
 from .helpers import quick_cfg
@@ -30,7 +30,8 @@ def tracked(data_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("store")
     over = ["method=hnet_r", "method.lr=0.0049999999999", *TINY]
     cfg = quick_cfg(data_root, tmp, *over)
-    result = run_experiment(cfg, tmp / "run")
+    # the command line as Hydra hands it over (the run name shows it); quick_cfg's settings aside
+    result = run_experiment(cfg, tmp / "run", overrides=[*over[:2], "benchmark.n_tasks=2", f"tracking.uri={tmp}"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     return client, client.get_run(result.run_id), tmp
 
@@ -80,3 +81,15 @@ def test_sizes_per_component(data_root, tmp_path, tracked):
     assert {"size.masks", "ratio.masks", "size.generator", "size.discriminator"} <= set(dgm)
     assert not [k for k in dgm if "hnet" in k]
     assert all(re.fullmatch(r"(size|ratio)\.[a-z_]+", k) for k in [*hnet, *m, *dgm] if k[:4] in ("size", "rati"))
+
+
+def test_run_name_says_what_differs(tracked):
+    assert tracked[1].info.run_name == "hnet_r-split_mnist-cl3 lr=0.005 n_tasks=2"
+    c = {"method": {"name": "hnet"}, "benchmark": {"name": "split_mnist"}, "scenario": {"name": "cl1"}}
+    assert run_name(c, None) == "hnet-split_mnist-cl1"
+    assert run_name(c, ["experiment=splitmnist_hnet", "scenario=cl2", "seed=3", "data_root=/d", "device=cpu",
+                        "+method.ewc.lambda=100", "hydra.run.dir=x"]) == "splitmnist_hnet scenario=cl2 seed=3 lambda=100"
+    # a leaf two keys share keeps enough of its path to tell them apart
+    assert run_name(c, ["method=hnet", "method.net.hidden=[10]", "benchmark.net.hidden=[20]", "~trainer.stop_after"]) \
+        == "hnet-split_mnist-cl1 method.net.hidden=[10] benchmark.net.hidden=[20] ~stop_after"
+    assert len(run_name(c, [f"seed={i}" for i in range(100)])) == 100
