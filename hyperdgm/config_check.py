@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .tracking import artifact_root_for
 
 TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "resume", "run_name",
                             "benchmark", "scenario", "method", "memory", "trainer", "tracking"})
@@ -207,9 +208,9 @@ def check_tracking_store(tracking: Mapping[str, Any] | None) -> None:
         check_writable_dir(local, "tracking store directory")
     if db is not None and db.exists() and (not db.is_file() or not os.access(db, os.R_OK | os.W_OK)):
         raise ConfigError(f"tracking store {db} is not a writable file (tracking.uri={uri})")
-    root = tracking.get("artifact_root")
-    if root and db is not None:
-        check_writable_dir(Path(str(root)).expanduser().resolve(), "tracking artifact root")
+    root = artifact_root_for(uri, tracking.get("artifact_root"))
+    if root is not None:
+        check_writable_dir(root, "tracking artifact root")
 
 
 # -- identity and resume ---------------------------------------------------------------------------

@@ -202,6 +202,7 @@ def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trai
         tracker.log_metrics(size_metrics(method))  # at the start too: a crashed run still says how big it was
         if run_id is None:
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            tracker.log_benchmark(bench, c["data_root"])
         log.info("%s on %s (%s), %d tasks, device %s, params %s", method.name, bench.name, scenario.name,
                  bench.n_tasks, trainer.device, counts)
         result = trainer.fit()

@@ -4,12 +4,16 @@ One MLflow experiment per benchmark; params are the flattened config (floats rou
 task under the names of :mod:`hyperdgm.naming`; artifacts are the resolved config, the accuracy
 matrix (CSV + heatmap) and whatever a method adds (e.g. replay sample grids). A crashed run is marked FAILED with its error, an interrupted one
 (SIGINT / SIGTERM) KILLED. Opening a sqlite store holds a file lock beside it, so runs started
-together on a store that does not exist yet do not race in MLflow's schema creation.
+together on a store that does not exist yet do not race in MLflow's schema creation. A sqlite
+store keeps its artifacts beside it (``<store dir>/mlartifacts``), wherever the command runs; the
+benchmark is logged as the run's dataset input (name, digest of the samples it selects, data root).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -44,6 +48,30 @@ def _abs_sqlite(uri: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     return uri
+
+
+def artifact_root_for(uri: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Where a sqlite store's new experiments keep artifacts: ``root`` (relative to the store's
+    directory), by default ``<store dir>/mlartifacts``; None for other URIs (a server decides)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    store_dir = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+    return (store_dir / Path(root).expanduser()).resolve() if root else store_dir / "mlartifacts"
+
+
+def benchmark_digest(bench: Any) -> str:
+    """Fingerprint of what a benchmark feeds the run: per task its classes, the sample indices and
+    labels of every split, the permutation and the preprocessing (the files themselves: the data root)."""
+    h = hashlib.sha256(bench.name.encode())
+    for t in bench.tasks:
+        h.update(json.dumps([t.name, t.classes, t.dataset, t.normalize, t.pad, t.augment]).encode())
+        for data in (t.train, t.val, t.test):
+            if data is not None:
+                h.update(data.idx.cpu().numpy().tobytes())
+                h.update(data.y.cpu().numpy().tobytes())
+        if t.permutation is not None:
+            h.update(t.permutation.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -83,13 +111,15 @@ class Tracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def log_benchmark(self, bench: Any, data_root: str | os.PathLike) -> None: ...
+
     def finish(self, error: BaseException | None = None) -> None: ...
 
 
 class MLflowTracker(Tracker):
     """Tracks into an MLflow store; ``uri`` may be any tracking URI (sqlite file, remote server)."""
 
-    def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = "runs/mlartifacts") -> None:
+    def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = None) -> None:
         import mlflow
 
         self._mlflow = mlflow
@@ -97,7 +127,7 @@ class MLflowTracker(Tracker):
             self.uri = _abs_sqlite(uri)
         except OSError as err:
             raise TrackingError(f"MLflow store {uri}: cannot create its directory ({err.strerror}: {err.filename})") from err
-        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        self.artifact_root = artifact_root_for(self.uri, artifact_root)
         self.run_id = None
 
     def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
@@ -121,7 +151,7 @@ class MLflowTracker(Tracker):
         if run_id is not None:
             mlflow.get_run(run_id)  # a run this store does not hold fails here, in one line
         if mlflow.get_experiment_by_name(experiment) is None:
-            loc = (self.artifact_root / experiment).as_uri() if self.artifact_root and self.uri.startswith("sqlite") else None
+            loc = (self.artifact_root / experiment).as_uri() if self.artifact_root else None
             # tag the experiment as model training so the UI opens on its runs table, not the GenAI view
             mlflow.create_experiment(experiment, artifact_location=loc,
                                      tags={"mlflow.experimentKind": "custom_model_development"})
@@ -145,6 +175,21 @@ class MLflowTracker(Tracker):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
+
+    def log_benchmark(self, bench: Any, data_root: str | os.PathLike) -> None:
+        """The benchmark as the run's dataset input (the runs table's Dataset column)."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.types import Schema, TensorSpec
+
+        shape = tuple(bench.tasks[0].input_shape)
+        schema = Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "x"), TensorSpec(np.dtype(np.int64), (-1,), "y")])
+        ds = MetaDataset(LocalArtifactDatasetSource(str(Path(data_root).expanduser().resolve())), name=bench.name,
+                         digest=benchmark_digest(bench), schema=schema)
+        sizes = {s: sum(len(t.split(s)) for t in bench.tasks) for s in ("train", "val", "test")
+                 if all(getattr(t, s) is not None for t in bench.tasks)}
+        self._mlflow.log_input(ds, context="training", tags={"n_tasks": str(bench.n_tasks),
+                                                             **{f"n_{k}": str(v) for k, v in sizes.items()}})
 
     def finish(self, error: BaseException | None = None) -> None:
         mlflow = self._mlflow
@@ -173,7 +218,7 @@ def build_tracker(cfg: Mapping[str, Any] | None) -> Tracker:
         return Tracker()
     if cfg.get("backend", "mlflow") != "mlflow":
         raise ValueError(f"unknown tracking backend '{cfg.get('backend')}' (choose from mlflow, none)")
-    return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root", "runs/mlartifacts"))
+    return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root"))
 
 
 def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tracker, out_dir: str | os.PathLike | None = None) -> Path:

@@ -29,7 +29,7 @@ def tracked(data_root, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("store")
     over = ["method=hnet_r", "method.lr=0.0049999999999", *TINY]
-    cfg = quick_cfg(data_root, tmp, *over)
+    cfg = quick_cfg(data_root, tmp, *over, "tracking.artifact_root=null")  # the default: beside the store
     # the command line as Hydra hands it over (the run name shows it); quick_cfg's settings aside
     result = run_experiment(cfg, tmp / "run", overrides=[*over[:2], "benchmark.n_tasks=2", f"tracking.uri={tmp}"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
@@ -93,3 +93,23 @@ def test_run_name_says_what_differs(tracked):
     assert run_name(c, ["method=hnet", "method.net.hidden=[10]", "benchmark.net.hidden=[20]", "~trainer.stop_after"]) \
         == "hnet-split_mnist-cl1 method.net.hidden=[10] benchmark.net.hidden=[20] ~stop_after"
     assert len(run_name(c, [f"seed={i}" for i in range(100)])) == 100
+
+
+def test_artifacts_beside_the_store(tracked, tmp_path):
+    _, run, tmp = tracked
+    assert run.info.artifact_uri.startswith((tmp / "mlartifacts").as_uri() + "/")
+    assert (tmp / "mlartifacts").is_dir() and not (Path.cwd() / "mlartifacts").exists()
+    from hyperdgm.tracking import artifact_root_for
+
+    assert artifact_root_for(f"sqlite:///{tmp_path}/a/m.db", "art") == tmp_path / "a" / "art"
+    assert artifact_root_for(f"sqlite:///{tmp_path}/a/m.db", "/x/y") == Path("/x/y")
+    assert artifact_root_for("http://127.0.0.1:5000") is None
+
+
+def test_benchmark_is_the_dataset_input(tracked, data_root):
+    _, run, _ = tracked
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.name == "split_mnist" and len(inp.dataset.digest) == 16
+    assert str(Path(data_root).resolve()) in inp.dataset.source
+    tags = {t.key: t.value for t in inp.tags}
+    assert tags["mlflow.data.context"] == "training" and tags["n_tasks"] == "2" and tags["n_train"] == "400"
