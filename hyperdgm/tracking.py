@@ -109,6 +109,8 @@ class Tracker:
 
     def log_figure(self, fig: Any, name: str) -> None: ...
 
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def log_benchmark(self, bench: Any, data_root: str | os.PathLike) -> None: ...
@@ -173,6 +175,10 @@ class MLflowTracker(Tracker):
     def log_figure(self, fig: Any, name: str) -> None:
         self._mlflow.log_figure(fig, name)
 
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """A stepped image (``key`` once per task): the UI's image-grid chart and its step slider."""
+        self._mlflow.log_image(image, key=key, step=step, synchronous=True)  # on disk before the run ends
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
@@ -221,20 +227,20 @@ def build_tracker(cfg: Mapping[str, Any] | None) -> Tracker:
     return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root"))
 
 
-def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tracker, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write the accuracy matrix as CSV and a heatmap PNG, log both, return the CSV path."""
+def figure_image(fig: Any) -> np.ndarray:
+    """A drawn matplotlib figure as an RGB ``uint8`` array."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def accuracy_matrix_figure(R: np.ndarray) -> Any:
+    """Heatmap of the accuracy matrix (NaN, not yet evaluated, left blank)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp())
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / "accuracy_matrix.csv"
     n = R.shape[0]
-    header = "after_task," + ",".join(f"task_{j}" for j in range(n))
-    rows = [f"{i}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in R[i]) for i in range(n)]
-    csv.write_text(header + "\n" + "\n".join(rows) + "\n")
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
     im = ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=100, cmap="viridis")
     for i in range(n):
@@ -249,6 +255,30 @@ def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tra
     ax.set_title("test accuracy (%)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    return fig
+
+
+def log_accuracy_matrix_image(R: np.ndarray, task_id: int, tracker: Tracker) -> None:
+    """The accuracy matrix so far as the stepped image ``accuracy_matrix`` (step = task)."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_matrix_figure(R)
+    tracker.log_image(figure_image(fig), "accuracy_matrix", task_id)
+    plt.close(fig)
+
+
+def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tracker, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write the accuracy matrix as CSV and a heatmap PNG, log both, return the CSV path."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp())
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "accuracy_matrix.csv"
+    n = R.shape[0]
+    header = "after_task," + ",".join(f"task_{j}" for j in range(n))
+    rows = [f"{i}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in R[i]) for i in range(n)]
+    csv.write_text(header + "\n" + "\n".join(rows) + "\n")
+    fig = accuracy_matrix_figure(R)
     png = out / "accuracy_matrix.png"
     fig.savefig(png, dpi=100)
     plt.close(fig)

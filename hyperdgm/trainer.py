@@ -29,7 +29,7 @@ from .methods.base import Method
 from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
 from .naming import size_metrics
-from .tracking import Tracker, accuracy_matrix_artifacts
+from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,8 @@ class Trainer:
             row.update(s)
             row["time/task"] = self.task_times[-1]
             self.tracker.log_metrics(row, step=task.id)
+            if self.tracker.run_id is not None:  # no figure drawn for tracking=none
+                log_accuracy_matrix_image(self.R, task.id, self.tracker)
             self.method.log_artifacts(self.tracker, task)
             self.save_checkpoint(task.id)
         if end < bench.n_tasks:

@@ -113,3 +113,20 @@ def test_benchmark_is_the_dataset_input(tracked, data_root):
     assert str(Path(data_root).resolve()) in inp.dataset.source
     tags = {t.key: t.value for t in inp.tags}
     assert tags["mlflow.data.context"] == "training" and tags["n_tasks"] == "2" and tags["n_train"] == "400"
+
+
+def _image_steps(client, run_id: str) -> dict[str, list[int]]:
+    """``{key: steps}`` of the stepped images (MLflow names them ``images/<key>+step+<n>+...png``)."""
+    out: dict[str, list[int]] = {}
+    for a in client.list_artifacts(run_id, "images"):
+        m = re.fullmatch(r"images/(.+)\+step\+(\d+)\+timestamp\+\d+\+[0-9a-f-]+\.png", a.path)
+        if m:
+            out.setdefault(m.group(1), []).append(int(m.group(2)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_images_stepped_by_task(tracked):
+    client, run, _ = tracked
+    assert _image_steps(client, run.info.run_id) == {"accuracy_matrix": [0, 1], "replay": [0, 1]}
+    assert run.data.tags["mlflow.loggedImages"] == "True"
+    assert {"accuracy_matrix.csv", "accuracy_matrix.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

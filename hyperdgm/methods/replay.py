@@ -110,21 +110,15 @@ def train_memory_step(memory: GenerativeMemory, pixels: "PixelSpace", x: Tensor,
 
 
 def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
-    """Log a grid of replayed samples, one row per task learned so far (fixed noise across tasks)."""
+    """Log a grid of replayed samples as the stepped image ``replay`` (step = task; one row per task
+    learned so far, fixed noise across tasks, so the UI's step slider shows each task's drift)."""
     if memory.n_begun == 0:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = memory.sample_grid(list(range(memory.n_begun)), n_per_task=10).cpu()
-    fig, ax = plt.subplots(figsize=(6, 0.7 * memory.n_begun + 0.6))
-    ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if grid.shape[0] == 1 else None, vmin=0, vmax=1)
-    ax.set_axis_off()
-    ax.set_title(f"replay after task {task.id + 1} (one row per task)")
-    tracker.log_figure(fig, f"replay/after_task_{task.id:02d}.png")
-    plt.close(fig)
+    grid = memory.sample_grid(list(range(memory.n_begun)), n_per_task=10).cpu().clamp(0, 1)
+    img = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    scale = max(1, 320 // img.shape[1])  # small digits: enlarge (nearest) so the UI's thumbnail shows them
+    img = img.repeat(scale, 0).repeat(scale, 1)
+    tracker.log_image(img if img.shape[2] == 3 else img[..., 0], "replay", task.id)
 
 
 class ReplayClassifier(ClassifierMethod):
