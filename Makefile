@@ -25,8 +25,9 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# Prints each experiment's runs-table address (MLflow 3 opens its GenAI view otherwise), then serves.
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(or $(PORT),5000)
+	$(BIN)/python -m hyperdgm.ui --uri $(or $(URI),sqlite:///$(abspath runs/mlflow.db)) --port $(or $(PORT),5000)
 
 bench: install
 	$(BIN)/python -m hyperdgm.bench $(ARGS)

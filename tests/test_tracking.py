@@ -130,3 +130,30 @@ def test_images_stepped_by_task(tracked):
     assert _image_steps(client, run.info.run_id) == {"accuracy_matrix": [0, 1], "replay": [0, 1]}
     assert run.data.tags["mlflow.loggedImages"] == "True"
     assert {"accuracy_matrix.csv", "accuracy_matrix.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_ui_opens_the_runs_table(tracked, caplog):
+    from hyperdgm import ui
+
+    client, run, tmp = tracked
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    urls = ui.runs_urls(uri, "http://127.0.0.1:5000")
+    assert urls == {"split_mnist": f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs"
+                                   "?workflowType=machine_learning"}
+    cmd = ui.ui_command(uri, "127.0.0.1", 5001)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == uri
+    assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp / "mlartifacts")
+    with caplog.at_level("INFO", logger="hyperdgm.ui"):
+        ui.main(["--uri", uri, "--print-only"])
+    assert urls["split_mnist"] in caplog.text
+    with pytest.raises(SystemExit):
+        ui.main(["--uri", "http://127.0.0.1:5000", "--print-only"])
+
+
+def test_installed_ui_reads_the_workflow_type_from_the_address():
+    """The address ``make ui`` prints works only while the UI bundle reads ``workflowType`` from it."""
+    import mlflow
+
+    js = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    main = next(js.glob("main.*.js")).read_text(errors="replace")
+    assert 'e.MACHINE_LEARNING="machine_learning"' in main and 'get("workflowType")' in main

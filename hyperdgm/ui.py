@@ -1,0 +1,75 @@
+"""``make ui``: the MLflow UI over a sqlite store, entered at each experiment's runs table.
+
+MLflow 3 opens an experiment in its GenAI view (traces, sessions); the experiment tag
+``mlflow.experimentKind`` no longer decides that. The UI reads the view from the page address
+(``?workflowType=machine_learning``, checked in the installed UI bundle, mlflow 3.17), so this
+prints one such address per experiment and then starts ``mlflow ui`` with an explicit
+``sqlite:///`` URI, its artifacts beside the store.
+
+    python -m hyperdgm.ui [--uri sqlite:///runs/mlflow.db] [--host 127.0.0.1] [--port 5000] [--print-only]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from .tracking import _abs_sqlite, artifact_root_for, store_lock
+
+log = logging.getLogger("hyperdgm.ui")
+
+#: The query that opens an experiment on its runs table (the model-training workflow).
+RUNS_VIEW = "workflowType=machine_learning"
+
+
+def runs_urls(uri: str, base: str) -> dict[str, str]:
+    """``{experiment name: runs-table address}`` for every experiment with runs in the store."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        exps = client.search_experiments()
+    out = {}
+    for e in sorted(exps, key=lambda e: e.name):
+        if e.name == "Default" and not client.search_runs([e.experiment_id], max_results=1):
+            continue  # MLflow's own empty experiment
+        out[e.name] = f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}"
+    return out
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    """``mlflow ui`` on ``uri``; uploads through the server land beside the store too."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    root = artifact_root_for(uri)
+    if root is not None:
+        cmd += ["--artifacts-destination", str(root)]
+    return cmd
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m hyperdgm.ui", description=__doc__.splitlines()[0])
+    p.add_argument("--uri", default="sqlite:///runs/mlflow.db", help="a sqlite:/// tracking URI (relative: to the cwd)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--print-only", action="store_true", help="print the addresses and the command, start nothing")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not a.uri.startswith("sqlite:///"):
+        p.error(f"--uri must be sqlite:///<file> (got {a.uri}); a tracking server has its own UI")
+    uri = _abs_sqlite(a.uri)
+    base = f"http://{a.host}:{a.port}"
+    urls = runs_urls(uri, base)
+    for name, url in urls.items():
+        log.info("%-20s %s", name, url)
+    if not urls:
+        log.info("no runs in %s yet: %s/#/experiments?%s", uri, base, RUNS_VIEW)
+    cmd = ui_command(uri, a.host, a.port)
+    log.info("%s", " ".join(cmd))
+    if not a.print_only:
+        os.execv(cmd[0], cmd)  # the server takes this process over: Ctrl-C stops it
+
+
+if __name__ == "__main__":
+    main()
