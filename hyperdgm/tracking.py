@@ -154,7 +154,7 @@ class MLflowTracker(Tracker):
             mlflow.get_run(run_id)  # a run this store does not hold fails here, in one line
         if mlflow.get_experiment_by_name(experiment) is None:
             loc = (self.artifact_root / experiment).as_uri() if self.artifact_root else None
-            # tag the experiment as model training so the UI opens on its runs table, not the GenAI view
+            # model training; MLflow 3.17's UI ignores the tag (the address decides: hyperdgm/ui.py), others read it
             mlflow.create_experiment(experiment, artifact_location=loc,
                                      tags={"mlflow.experimentKind": "custom_model_development"})
         mlflow.set_experiment(experiment)
