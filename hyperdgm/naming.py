@@ -27,6 +27,11 @@ def metric_key(name: str) -> str:
     return key
 
 
+def metric_value(value: float) -> float:
+    """A metric as logged: 7 significant digits (``99.12``, not float32's ``99.1199951``)."""
+    return float(f"{float(value):.7g}")
+
+
 def param_value(value: Any) -> str:
     """A config value as a param: floats to 6 significant digits (``0.05``, not ``0.04999999``)."""
     if isinstance(value, float):

@@ -1,7 +1,7 @@
 """Experiment tracking: MLflow (default) or nothing.
 
 One MLflow experiment per benchmark; params are the flattened config (floats rounded); metrics per
-task under the names of :mod:`hyperdgm.naming`; artifacts are the resolved config, the accuracy
+task under the names of :mod:`hyperdgm.naming` (7 significant digits); artifacts are the resolved config, the accuracy
 matrix (CSV + heatmap) and whatever a method adds (e.g. replay sample grids). A crashed run is marked FAILED with its error, an interrupted one
 (SIGINT / SIGTERM) KILLED. Opening a sqlite store holds a file lock beside it, so runs started
 together on a store that does not exist yet do not race in MLflow's schema creation. A sqlite
@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import ConfigError, Interrupted
-from .naming import metric_key, param_value
+from .naming import metric_key, metric_value, param_value
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class MLflowTracker(Tracker):
         self.run_id = run.info.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        clean = {metric_key(k): float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
+        clean = {metric_key(k): metric_value(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
         if clean:
             self._mlflow.log_metrics(clean, step=step)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from hyperdgm import config_check as cc
 from hyperdgm.experiment import _build, method_config, run_experiment
 from hyperdgm.methods import build_method
-from hyperdgm.naming import metric_key, param_value, run_name, size_metrics
+from hyperdgm.naming import metric_key, metric_value, param_value, run_name, size_metrics
 from hyperdgm.rundir import RunDir
 
 from .helpers import quick_cfg
@@ -56,6 +57,8 @@ def test_params_rounded(tracked):
     _, run, _ = tracked
     assert run.data.params["method.lr"] == "0.005"
     assert run.data.params["trainer.iters_per_task"] == "5"
+    acc = run.data.metrics["final.acc_avg"]
+    assert acc == float(f"{acc:.7g}") and metric_value(np.float32(99.12)) == 99.12
     assert param_value(1e8) == "1e+08" and param_value(100000.0) == "100000" and param_value([0.1 + 0.2, 3]) == "[0.3, 3]"
 
 
