@@ -4,13 +4,17 @@ MLflow 3 opens an experiment in its GenAI view (traces, sessions); the experimen
 ``mlflow.experimentKind`` no longer decides that. The UI reads the view from the page address
 (``?workflowType=machine_learning``, checked in the installed UI bundle, mlflow 3.17), so this
 prints one such address per experiment and then starts ``mlflow ui`` with an explicit
-``sqlite:///`` URI, its artifacts beside the store.
+``sqlite:///`` URI, its artifacts beside the store. The address also names a shared view (the
+UI's own "share" mechanism: an experiment tag ``mlflow.sharedViewState.<key>`` holding the view as
+JSON) that shows accuracy, forgetting, sizes and ratios as columns, sorted by final accuracy;
+without it every metric and param hides behind "Columns".
 
     python -m hyperdgm.ui [--uri sqlite:///runs/mlflow.db] [--host 127.0.0.1] [--port 5000] [--print-only]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -22,10 +26,30 @@ log = logging.getLogger("hyperdgm.ui")
 
 #: The query that opens an experiment on its runs table (the model-training workflow).
 RUNS_VIEW = "workflowType=machine_learning"
+#: The shared view's key, and the experiment tag the UI reads it from.
+VIEW_KEY = "hyperdgm"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+#: The runs table's columns, in order, where some run of the experiment has them (hyperdgm.naming's names).
+PARAM_COLUMNS = ("method.name", "scenario.name", "seed")
+METRIC_COLUMNS = ("final.acc_avg", "final.forgetting", "size.trainable", "ratio.classifier_hnet",
+                  "ratio.generator_hnet", "ratio.shared_hnet", "ratio.masks", "time.total")
+SORT_BY = "final.acc_avg"
+
+
+def runs_view(metric_keys: set[str]) -> dict[str, object]:
+    """The UI state of the runs table (column keys as the UI writes them: ``metrics.`final.acc_avg```)."""
+    cols = ["attributes.`Dataset`"]
+    cols += [f"params.`{k}`" for k in PARAM_COLUMNS]
+    cols += [f"metrics.`{k}`" for k in METRIC_COLUMNS if k in metric_keys]
+    view: dict[str, object] = {"selectedColumns": cols}
+    if SORT_BY in metric_keys:
+        view.update(orderByKey=f"metrics.`{SORT_BY}`", orderByAsc=False)
+    return view
 
 
 def runs_urls(uri: str, base: str) -> dict[str, str]:
-    """``{experiment name: runs-table address}`` for every experiment with runs in the store."""
+    """``{experiment name: runs-table address}`` for every experiment with runs in the store; sets
+    each one's shared view (:func:`runs_view`)."""
     from mlflow.tracking import MlflowClient
 
     with store_lock(uri):
@@ -33,9 +57,12 @@ def runs_urls(uri: str, base: str) -> dict[str, str]:
         exps = client.search_experiments()
     out = {}
     for e in sorted(exps, key=lambda e: e.name):
-        if e.name == "Default" and not client.search_runs([e.experiment_id], max_results=1):
-            continue  # MLflow's own empty experiment
-        out[e.name] = f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}"
+        runs = client.search_runs([e.experiment_id], max_results=1000)
+        if not runs:
+            continue  # e.g. MLflow's own Default experiment
+        keys = {k for r in runs for k in r.data.metrics}
+        client.set_experiment_tag(e.experiment_id, VIEW_TAG, json.dumps(runs_view(keys)))  # refreshed each time
+        out[e.name] = f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}&viewStateShareKey={VIEW_KEY}"
     return out
 
 

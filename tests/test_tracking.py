@@ -4,6 +4,7 @@ One tiny run (2 tasks, a few iterations) into a tmp sqlite store, queried with M
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -142,7 +143,11 @@ def test_ui_opens_the_runs_table(tracked, caplog):
     uri = f"sqlite:///{tmp}/mlflow.db"
     urls = ui.runs_urls(uri, "http://127.0.0.1:5000")
     assert urls == {"split_mnist": f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs"
-                                   "?workflowType=machine_learning"}
+                                   "?workflowType=machine_learning&viewStateShareKey=hyperdgm"}
+    view = json.loads(client.get_experiment(run.info.experiment_id).tags["mlflow.sharedViewState.hyperdgm"])
+    assert {"metrics.`final.acc_avg`", "metrics.`ratio.generator_hnet`", "params.`method.name`"} <= set(view["selectedColumns"])
+    assert "metrics.`ratio.classifier_hnet`" not in view["selectedColumns"]  # no run has it
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`final.acc_avg`", False)
     cmd = ui.ui_command(uri, "127.0.0.1", 5001)
     assert cmd[cmd.index("--backend-store-uri") + 1] == uri
     assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp / "mlartifacts")
@@ -160,3 +165,4 @@ def test_installed_ui_reads_the_workflow_type_from_the_address():
     js = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
     main = next(js.glob("main.*.js")).read_text(errors="replace")
     assert 'e.MACHINE_LEARNING="machine_learning"' in main and 'get("workflowType")' in main
+    assert '"viewStateShareKey"' in main and '"mlflow.sharedViewState."' in main
