@@ -47,3 +47,23 @@ def train_directly(method, bench, iters: int, batch_size: int = 64, seed: int = 
         method.end_task(task)
         out.append(losses)
     return out
+
+
+def assert_resume_equals_uninterrupted(data_root: Path, tmp_path: Path, *overrides: str) -> None:
+    """A run stopped after 2 tasks and resumed from its directory gives the accuracy matrix of the
+    uninterrupted run."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from hyperdgm.experiment import run_experiment
+
+    full = run_experiment(quick_cfg(data_root, tmp_path, *overrides), tmp_path / "full")
+    part_dir = tmp_path / "part"
+    cfg = quick_cfg(data_root, tmp_path, *overrides, "trainer.stop_after=2")
+    (part_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, part_dir / ".hydra" / "config.yaml")
+    run_experiment(cfg, part_dir)
+    cfg.resume = str(part_dir)
+    cfg.trainer.stop_after = None
+    resumed = run_experiment(cfg, tmp_path / "elsewhere")
+    np.testing.assert_array_equal(resumed.R, full.R)

@@ -14,7 +14,7 @@ from hyperdgm.methods.replay import REPLAY_DEFAULTS, distillation
 from hyperdgm.regularizers import OnlineEWC, SynapticIntelligence, empirical_fisher, mlp_fisher, per_sample_fisher
 from hyperdgm.scenarios import make_scenario
 
-from .helpers import quick_cfg
+from .helpers import assert_resume_equals_uninterrupted, quick_cfg
 
 
 class FakeTask:
@@ -256,21 +256,9 @@ def test_ewc_and_si_beat_finetune_in_cl1(data_root, tmp_path):
 @pytest.mark.parametrize("method", ["ewc", "si"])
 def test_resume_equals_uninterrupted(method, data_root, tmp_path):
     """Importance, anchor and the optimizer kept across tasks travel in the checkpoints."""
-    import numpy as np
-    from omegaconf import OmegaConf
-
     over = [f"method={method}", "scenario=cl3", "tracking=none", "benchmark.n_tasks=3", "benchmark.train_limit=300",
             "trainer.iters_per_task=30"]
-    full = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "full")
-    part_dir = tmp_path / "part"
-    cfg = quick_cfg(data_root, tmp_path, *over, "trainer.stop_after=2")
-    (part_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, part_dir / ".hydra" / "config.yaml")
-    run_experiment(cfg, part_dir)
-    cfg.resume = str(part_dir)
-    cfg.trainer.stop_after = None
-    resumed = run_experiment(cfg, tmp_path / "elsewhere")
-    np.testing.assert_array_equal(resumed.R, full.R)
+    assert_resume_equals_uninterrupted(data_root, tmp_path, *over)
 
 
 @pytest.mark.parametrize("block", [{"ewc": {"lambda": 10.0, "fisher_n": 20}}, {"si": {"c": 1.0}}])

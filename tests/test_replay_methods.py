@@ -11,7 +11,7 @@ from hyperdgm.methods import build_method
 from hyperdgm.methods.replay import distillation
 from hyperdgm.scenarios import make_scenario
 
-from .helpers import quick_cfg
+from .helpers import assert_resume_equals_uninterrupted, quick_cfg
 
 SMALL_MEMORY = ["method.memory.enc_hidden=[200]", "method.memory.dec_hidden=[200]", "method.memory.latent_dim=20",
                 "method.memory.hnet.chunk_size=8000", "method.memory.hnet.chunk_emb_size=16",
@@ -118,16 +118,7 @@ def test_hnet_tir_step_trains_the_task_inference_net(data_root):
 def test_hnet_r_resume_equals_uninterrupted(data_root, tmp_path):
     over = ["method=hnet_r", *SMALL_MEMORY, "scenario=cl3", "tracking=none", "benchmark.n_tasks=3",
             "benchmark.train_limit=300", "trainer.iters_per_task=30"]
-    full = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "full")
-    part_dir = tmp_path / "part"
-    cfg = quick_cfg(data_root, tmp_path, *over, "trainer.stop_after=2")
-    (part_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, part_dir / ".hydra" / "config.yaml")
-    run_experiment(cfg, part_dir)
-    cfg.resume = str(part_dir)
-    cfg.trainer.stop_after = None
-    resumed = run_experiment(cfg, tmp_path / "elsewhere")
-    np.testing.assert_array_equal(resumed.R, full.R)
+    assert_resume_equals_uninterrupted(data_root, tmp_path, *over)
 
 
 def test_hnet_r_with_gan_memory_runs(data_root, tmp_path):
