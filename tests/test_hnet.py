@@ -334,6 +334,7 @@ _GEN_KWARGS = [
     dict(chunk_size=30, chunk_emb_size=3, hidden=(6,), activation="relu", task_emb_size=5),    # exact chunks (120 = 4*30)
     dict(chunk_size=None, hidden=(8, 8), activation="tanh", task_emb_size=4),                   # unchunked HMLP
     dict(chunk_size=50, chunk_emb_size=4, hidden=(6,), activation="sigmoid", task_emb_size=3, use_bias=False),
+    dict(chunk_size=200, chunk_emb_size=4, hidden=(6,), activation="relu", task_emb_size=3),   # one chunk, rows unused
 ]
 
 

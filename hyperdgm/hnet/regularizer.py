@@ -114,6 +114,10 @@ class _GramQuadratic(torch.autograd.Function):
             out = grad_d[rows]
             torch.mm(d[rows], (s_hh + s_hh.T) * grad, out=out)
             out.addmm_(a[rows], s_hu.T * (2 * grad))
+        if len(blocks) == 1 and ctx.rows_last < d.shape[0]:
+            # one chunk wider than the target: its unused rows get no gradient (empty_like left them garbage,
+            # and a non-finite row there turns every hidden gradient NaN)
+            grad_d[ctx.rows_last :].zero_()
         grad_s: list[Tensor | None] = []
         for i in range(n // 2):
             grad_s += [grams[2 * i] * grad, grams[2 * i + 1] * (2 * grad)]
