@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .lr_schedule import PLATEAU_NEEDS_VAL, parse as parse_lr_schedule
 from .tracking import artifact_root_for
 
 TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "resume", "run_name",
@@ -83,6 +84,16 @@ def check_trainer(t: Mapping[str, Any]) -> None:
             raise ConfigError(f"trainer.{key} must be {what}, got {value!r}")
 
 
+def check_lr_schedule(spec: Any, val_size: Any) -> None:
+    """``method.lr_schedule`` must parse; ``plateau`` needs a validation split (it never reads test data)."""
+    try:
+        name, _ = parse_lr_schedule(spec)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if name == "plateau" and not val_size:
+        raise ConfigError(PLATEAU_NEEDS_VAL)
+
+
 def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
@@ -117,6 +128,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if c["trainer"].get("eval_split") == "val" and not c["benchmark"].get("val_size"):
         raise ConfigError("trainer.eval_split=val needs a validation split: set benchmark.val_size > 0 "
                           "(training samples per task held out)")
+    check_lr_schedule(c["method"].get("lr_schedule"), c["benchmark"].get("val_size"))
     tracking = c.get("tracking") or {}
     _unknown("tracking", tracking, TRACKING_KEYS)
     _choice("tracking.backend", tracking.get("backend", "mlflow"), ("mlflow", "none"))
@@ -307,6 +319,6 @@ def resume_config(saved: DictConfig, cmd: DictConfig, overrides: Sequence[str] |
     return out
 
 
-__all__ = ["validate", "check_trainer", "resolve_device", "check_method_scenario", "check_writable_dir",
-           "check_free_space", "check_tracking_store", "config_hash", "resume_config", "override_keys",
-           "SAFE_RESUME_KEYS", "TRAINER_SCHEMA"]
+__all__ = ["validate", "check_trainer", "check_lr_schedule", "resolve_device", "check_method_scenario",
+           "check_writable_dir", "check_free_space", "check_tracking_store", "config_hash", "resume_config",
+           "override_keys", "SAFE_RESUME_KEYS", "TRAINER_SCHEMA"]

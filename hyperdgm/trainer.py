@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .errors import CheckpointError, ConfigError, DivergenceError
+from .lr_schedule import PLATEAU_NEEDS_VAL
 from .methods.base import Method
 from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
@@ -97,6 +98,12 @@ def first_non_finite(state: Any) -> str | None:
     return None
 
 
+def _during_text(summary: Mapping[str, float]) -> str:
+    if "acc_during" in summary:
+        return f"during {summary['acc_during']:.2f}"
+    return f"during (task inferred among the tasks seen so far, optimistic) {summary[metrics.DURING_INFERRED]:.2f}"
+
+
 def task_seed(seed: int, task_id: int) -> int:
     """Seed of everything random inside task ``task_id``: resume reproduces the same numbers."""
     return int(seed) * 1009 + 7919 * (task_id + 1)
@@ -133,6 +140,8 @@ class Trainer:
             raise ConfigError(f"trainer.eval_split must be test or val, got {self.cfg.eval_split!r}")
         if self.cfg.eval_split == "val" and any(t.val is None for t in benchmark.tasks):
             raise ConfigError("trainer.eval_split=val needs a validation split: set benchmark.val_size > 0")
+        if method.lr_schedule.needs_validation and any(t.val is None for t in benchmark.tasks):
+            raise ConfigError(PLATEAU_NEEDS_VAL)
         # sizes of the evaluated split (they weigh A_n); the name stays for the metrics' callers
         self.test_sizes = [len(t.split(self.cfg.eval_split)) for t in benchmark.tasks]
         self.start_task = 0
@@ -232,20 +241,32 @@ class Trainer:
     def evaluate(self, upto: int) -> list[float]:
         """Accuracy (%) on the ``eval_split`` of tasks ``0..upto`` in the scenario's terms."""
         self.method.eval()
-        split = self.cfg.eval_split
-        accs = []
-        for task in self.benchmark.tasks[: upto + 1]:
-            n = len(task.split(split))
-            correct = torch.zeros((), device=self.device)
-            for s in range(0, n, self.cfg.eval_batch_size):
-                idx = torch.arange(s, min(n, s + self.cfg.eval_batch_size), device=self.device)
-                x, y = task.batch(split, idx)
-                given = task.id if self.scenario.task_id_given else None
-                logits = self.method.predict(x, given)
-                correct += (logits.argmax(1) == self.scenario.target(y, task.id)).sum()
-            accs.append(100.0 * correct.item() / n)
+        accs = [self._accuracy(task, self.cfg.eval_split) for task in self.benchmark.tasks[: upto + 1]]
         self.method.train()
         return accs
+
+    @torch.no_grad()
+    def validation_accuracy(self, task: Any) -> float:
+        """Accuracy (%) on ``task``'s validation split during its training; every module goes back to its
+        own mode afterwards (a replay method's teacher stays in eval mode)."""
+        modes = [(mod, mod.training) for mod in self.method.modules()]
+        self.method.eval()
+        try:
+            return self._accuracy(task, "val")
+        finally:
+            for mod, training in modes:
+                mod.train(training)
+
+    def _accuracy(self, task: Any, split: str) -> float:
+        n = len(task.split(split))
+        correct = torch.zeros((), device=self.device)
+        given = task.id if self.scenario.task_id_given else None
+        for s in range(0, n, self.cfg.eval_batch_size):
+            idx = torch.arange(s, min(n, s + self.cfg.eval_batch_size), device=self.device)
+            x, y = task.batch(split, idx)
+            logits = self.method.predict(x, given)
+            correct += (logits.argmax(1) == self.scenario.target(y, task.id)).sum()
+        return 100.0 * correct.item() / n
 
     # -- training ------------------------------------------------------------------------
     def n_iters(self, task: Any) -> int:
@@ -272,6 +293,9 @@ class Trainer:
         iters = self.n_iters(task)
         m.plan_task(iters, bs)  # schedules inside a method (e.g. DGM's annealing) need the task's length
         m.begin_task(task)
+        schedule = m.lr_schedule
+        schedule.start(m.scheduled_optimizers())
+        per_epoch = math.ceil(n / bs)  # hypercl's iterations per epoch
         perm, pos = None, n
         bar = tqdm(range(iters), desc=f"task {task.id + 1}/{self.benchmark.n_tasks}", disable=not self.cfg.progress,
                    mininterval=1.0, leave=False)
@@ -290,8 +314,22 @@ class Trainer:
                 self._check_losses(vals, task.id, it + 1, iters)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()}, refresh=False)
                 self.tracker.log_metrics({f"train/{k}": v for k, v in vals.items()}, step=base_step + it + 1)
+            if schedule.active and (it + 1) % per_epoch == 0 and it + 1 < iters:
+                self._end_epoch(task, base_step + it + 1)
         bar.close()
         m.end_task(task)
+
+    def _end_epoch(self, task: Any, step: int) -> None:
+        """Step the method's lr schedule after an epoch; ``plateau`` reads the task's *validation* accuracy."""
+        schedule = self.method.lr_schedule
+        row: dict[str, float] = {}
+        val_acc = None
+        if schedule.needs_validation:
+            val_acc = self.validation_accuracy(task)
+            row["train/val_acc"] = val_acc
+        schedule.epoch_end(val_acc)
+        row["train/lr"] = schedule.lrs[0]
+        self.tracker.log_metrics(row, step=step)
 
     def _check_losses(self, vals: Mapping[str, float], task_id: int, step: int, iters: int) -> None:
         bad = {k: v for k, v in vals.items() if not math.isfinite(v)}
@@ -311,11 +349,11 @@ class Trainer:
             self.task_times.append(time.perf_counter() - t0)
             accs = self.evaluate(task.id)
             self.R[task.id, : task.id + 1] = accs
-            s = metrics.summary(self.R, self.test_sizes, after=task.id)
+            s = self.summary(after=task.id)
             log.info(
-                "task %d/%d done in %.1fs: acc %s | avg %.2f during %.2f forgetting %.2f",
+                "task %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f",
                 task.id + 1, bench.n_tasks, self.task_times[-1], " ".join(f"{a:.2f}" for a in accs),
-                s["acc_avg"], s["acc_during"], s["forgetting"],
+                s["acc_avg"], _during_text(s), s["forgetting"],
             )
             row = {f"acc/task_{j}": a for j, a in enumerate(accs)}
             row.update(s)
@@ -327,12 +365,17 @@ class Trainer:
             self.save_checkpoint(task.id)
         if end < bench.n_tasks:
             log.info("stopped after task %d of %d as asked; continue with resume=%s", end, bench.n_tasks, self.run_dir)
-            return Result(self.R, metrics.summary(self.R, self.test_sizes, after=end - 1), list(self.task_times),
+            return Result(self.R, self.summary(after=end - 1), list(self.task_times),
                           self.method.param_counts(), self.tracker.run_id, {"stopped": True})
         return self.finish()
 
+    def summary(self, after: int | None = None) -> dict[str, float]:
+        """The scalar metrics after task ``after`` (default: the last); a method that infers the task gets
+        its mean diagonal under :data:`~hyperdgm.metrics.DURING_INFERRED`."""
+        return metrics.summary(self.R, self.test_sizes, after=after, task_inferred=self.method.infers_task())
+
     def finish(self) -> Result:
-        summary = metrics.summary(self.R, self.test_sizes)
+        summary = self.summary()
         counts = self.method.param_counts()
         final = {f"final/{k}": v for k, v in summary.items()}
         final["time/total"] = float(sum(self.task_times))
@@ -342,8 +385,8 @@ class Trainer:
         out = self.run_dir if self.run_dir else None
         accuracy_matrix_artifacts(self.R, names, self.tracker, out)
         log.info(
-            "final: avg acc %.2f%%, during %.2f%%, forgetting %.2f, BWT %.2f, %.1fs; params %s",
-            summary["acc_avg"], summary["acc_during"], summary["forgetting"], summary["bwt"],
+            "final: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f, %.1fs; params %s",
+            summary["acc_avg"], _during_text(summary), summary["forgetting"], summary["bwt"],
             final["time/total"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in counts.items()},
         )
         return Result(self.R, summary, list(self.task_times), counts, self.tracker.run_id)

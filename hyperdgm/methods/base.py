@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hooks import protected_step
+from ..lr_schedule import LRSchedule
 from ..nets import TargetNet
 from ..regularizers import build_regularizers, empirical_fisher, mlp_fisher
 from ..scenarios import Scenario
@@ -31,12 +32,18 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "method"
     scenarios: ClassVar[frozenset[str]] = frozenset({"cl1", "cl2", "cl3", "cil"})
+    #: Whether ``method.lr_schedule`` can drive it (:meth:`scheduled_optimizers` returns its optimizers).
+    lr_schedulable: ClassVar[bool] = False
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()
         self.cfg = dict(cfg)
         self.n_seen = 0
         self.current_task: int | None = None
+        self.lr_schedule = LRSchedule(self.cfg.get("lr_schedule"))
+        if self.lr_schedule.active and not self.lr_schedulable:
+            raise ValueError(f"method {self.name} has no optimizer that method.lr_schedule can drive; "
+                             "use method.lr_schedule=none")
 
     # -- lifecycle -----------------------------------------------------------------------
     def setup(self, benchmark: Any, scenario: Scenario, device: torch.device, rng: torch.Generator) -> None:
@@ -65,6 +72,15 @@ class Method(nn.Module):
 
     def end_task(self, task: Any) -> None:
         pass
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers of the current task that ``method.lr_schedule`` drives (after :meth:`begin_task`)."""
+        return []
+
+    def infers_task(self) -> bool:
+        """Whether :meth:`predict` infers the task itself in this scenario (its "during" accuracy then
+        infers among the tasks seen so far; see :func:`hyperdgm.metrics.summary`)."""
+        return False
 
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:  # pragma: no cover - abstract
@@ -117,6 +133,8 @@ class ClassifierMethod(Method):
     the checkpoints; else a fresh one per task (the hypercl code).
     """
 
+    lr_schedulable = True
+
     def setup(self, benchmark, scenario, device, rng) -> None:
         super().setup(benchmark, scenario, device, rng)
         net = self.cfg.get("net") or {}
@@ -138,6 +156,9 @@ class ClassifierMethod(Method):
     def end_task(self, task) -> None:
         for r in self.regs:
             r.end_task(task.id, task)
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
 
     def classifier_fisher(self, task: Any, n_max: int | None = None) -> tuple[list[Tensor], int]:
         """Summed squared per-sample gradients of the NLL of the predicted label over the task's training

@@ -63,6 +63,7 @@ class HNet(Method):
     name = "hnet"
     scenarios = frozenset({"cl1", "cl2"})
     default_inference = "given"
+    lr_schedulable = True
 
     def setup(self, benchmark, scenario, device, rng) -> None:
         super().setup(benchmark, scenario, device, rng)
@@ -115,6 +116,13 @@ class HNet(Method):
     def end_task(self, task) -> None:
         for r in self.regs:
             r.end_task(task.id, task)
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The hypernetwork's and the task embedding's (hypercl schedules both)."""
+        return [self.opt, self.emb_opt]
+
+    def infers_task(self) -> bool:
+        return not (self.scenario.task_id_given and self.inference == "given")
 
     def hnet_fisher(self, task: Any, n_max: int | None = None) -> tuple[list[Tensor], int]:
         """EWC's Fisher w.r.t. theta: per training sample (batch size 1) the NLL of the predicted label of the

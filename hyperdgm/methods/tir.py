@@ -70,6 +70,10 @@ class HNetTIR(HNet):
         if self.train_memory:
             self.memory.end_task(task.id, task)
 
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The classifier hypernetwork's, its task embedding's and the task-inference net's (not the memory's)."""
+        return [*super().scheduled_optimizers(), self.tir_opt]
+
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         out = super().step(x, y, task_id)  # the hnet classifier, as in CL1 (no replay)
         if task_id > 0:  # one task alone gives the task-inference net nothing to separate
