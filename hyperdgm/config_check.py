@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 from .lr_schedule import PLATEAU_NEEDS_VAL, parse as parse_lr_schedule
+from .precision import PRECISIONS
 from .tracking import artifact_root_for
 
 TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "resume", "run_name",
@@ -30,9 +31,9 @@ BENCHMARK_KEYS = frozenset({"name", "n_tasks", "class_order", "val_size", "pad",
                             "train_limit", "test_limit", "net", "first_unpermuted"})
 SCENARIO_KEYS = frozenset({"name"})
 TRACKING_KEYS = frozenset({"backend", "uri", "artifact_root"})
-PRECISIONS = ("fp32", "float32", "32", "bf16", "bfloat16")
 #: What ``resume=`` may change: where and how the run executes, not what it computes.
-SAFE_RESUME_KEYS = ("device", "threads", "tracking", "data_root", "trainer.progress", "trainer.stop_after")
+SAFE_RESUME_KEYS = ("device", "threads", "tracking", "data_root", "trainer.progress", "trainer.stop_after",
+                    "launcher", "local")  # the last two choose config groups that set only hydra.* / the above
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ TRAINER_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "progress": (_boolean, "true or false"),
     "checkpoint": (_boolean, "true or false"),
     "stop_after": (_int_at_least(1, optional=True), "null or an integer >= 1"),
-    "precision": (lambda v: str(v).lower() in PRECISIONS, "fp32 or bf16"),
+    "precision": (lambda v: str(v).lower() in PRECISIONS, "fp32, bf16 or auto"),
     "eval_split": (lambda v: v in ("test", "val"), "test or val"),
 }
 

@@ -30,6 +30,7 @@ from .methods.base import Method
 from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
 from .naming import size_metrics
+from .precision import resolve_precision
 from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class TrainerConfig:
     progress: bool = True
     checkpoint: bool = True
     stop_after: int | None = None  # stop (checkpointed) after this many tasks; `resume=` continues
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the nets' matmuls; hypernetwork outputs stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast where native; hypernetwork outputs stay fp32)
     eval_split: str = "test"  # test: report | val: the per-task validation split carved from training data (selection)
 
     @classmethod
@@ -133,6 +134,12 @@ class Trainer:
         self.identity = dict(identity or {})  # run_key, config_hash: written into every checkpoint
         self.device = torch.device(device)
         self.rng = torch.Generator(device=self.device)
+        try:
+            self.precision = resolve_precision(self.cfg.precision, self.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if str(self.cfg.precision).lower() == "auto":
+            log.info("trainer.precision=auto: %s on %s", self.precision, self.device)
         n = benchmark.n_tasks
         self.R = metrics.new_matrix(n)
         self.task_times: list[float] = []
@@ -275,13 +282,10 @@ class Trainer:
         return int(self.cfg.iters_per_task)
 
     def autocast(self):
-        """Mixed precision context for training steps (``trainer.precision``)."""
-        p = str(self.cfg.precision).lower()
-        if p in ("fp32", "float32", "32"):
-            return contextlib.nullcontext()
-        if p in ("bf16", "bfloat16"):
+        """Mixed precision context for training steps (``trainer.precision``, resolved by :mod:`.precision`)."""
+        if self.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        raise ValueError(f"trainer.precision must be fp32 or bf16, got {self.cfg.precision!r}")
+        return contextlib.nullcontext()
 
     def train_task(self, task: Any) -> None:
         seed = task_seed(self.seed, task.id)

@@ -229,7 +229,7 @@ PRESET_VALUES.update({
 })
 for _full, _epochs in (("cil_mnist_dgmw", 20), ("cil_mnist_dgma", 20), ("cil_cifar10_dgmw", 10)):
     PRESET_VALUES[f"{_full}_short"] = {**PRESET_VALUES[_full], "trainer.epochs": _epochs,
-                                       "trainer.precision": "bf16", "method.memory.acgan.d_norm": "none"}
+                                       "trainer.precision": "auto", "method.memory.acgan.d_norm": "none"}
 
 
 def test_every_preset_has_its_values_in_the_table():

@@ -242,7 +242,7 @@ def test_bad_input_gives_exit_2_and_one_line(data_root, tmp_path):
         "trainer.batch_size must be an integer >= 1, got 0": ["trainer.batch_size=0"],
         "trainer.iters_per_task must be an integer >= 1, got 0": ["trainer.iters_per_task=0"],
         "unknown config key trainer.iter ": ["+trainer.iter=5"],
-        "trainer.precision must be fp32 or bf16, got 'fp16'": ["trainer.precision=fp16"],
+        "trainer.precision must be fp32, bf16 or auto, got 'fp16'": ["trainer.precision=fp16"],
         "method 'hnet' does not support scenario 'cl3'": ["method=hnet", "scenario=cl3", f"data_root={nowhere}"],
         "truncated IDX header": [f"data_root={_fake_mnist(tmp_path / 'bad-data')}"],
         f"{blocked / 'checkpoints'} is not writable": [],
