@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from .data.synthetic import fingerprint
 from .errors import ConfigError, Interrupted
 from .naming import metric_key, metric_value, param_value
 
@@ -61,10 +62,14 @@ def artifact_root_for(uri: str, root: str | os.PathLike | None = None) -> Path |
 
 def benchmark_digest(bench: Any) -> str:
     """Fingerprint of what a benchmark feeds the run: per task its classes, the sample indices and
-    labels of every split, the permutation and the preprocessing (the files themselves: the data root)."""
+    labels of every split, the permutation and the preprocessing (the files themselves: the data root; a
+    generated data set's samples: their hash)."""
     h = hashlib.sha256(bench.name.encode())
     for t in bench.tasks:
         h.update(json.dumps([t.name, t.classes, t.dataset, t.normalize, t.pad, t.augment]).encode())
+        generated = fingerprint(t.dataset)
+        if generated is not None:  # no files behind it (hyperdgm.data.synthetic): the samples themselves
+            h.update(generated)
         for data in (t.train, t.val, t.test):
             if data is not None:
                 h.update(data.idx.cpu().numpy().tobytes())

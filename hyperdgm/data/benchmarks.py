@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .readers import PathLike, read_cifar10, read_cifar100, read_mnist, read_svhn
+from .synthetic import read_synthetic, read_synthetic_rgb
 from .tensors import DATASET_STATS, NORMALIZATIONS, pad_to, random_crop_flip, standardize
 
 __all__ = ["TaskData", "Task", "Benchmark", "build_benchmark", "BENCHMARKS"]
@@ -193,6 +194,10 @@ _SPECS: dict[str, _Spec] = {
     "cil_mnist": _Spec("cil", "mnist", 10, 1, "unit", False, False),
     "cil_svhn": _Spec("cil", "svhn", 10, 1, "standard", False, False),
     "cil_cifar10": _Spec("cil", "cifar10", 10, 1, "standard", True, False),
+    # generated in memory (hyperdgm/data/synthetic.py): quick tries and the test suite's method matrix
+    "synthetic": _Spec("split", "synthetic", 5, 2, "unit", False, False),
+    "cil_synthetic": _Spec("cil", "synthetic", 10, 1, "unit", False, False),
+    "synthetic_rgb": _Spec("split", "synthetic_rgb", 5, 2, "unit", False, False),
 }
 
 #: Names accepted by :func:`build_benchmark`.
@@ -203,8 +208,10 @@ _READERS: dict[str, Callable[[PathLike | None, bool], tuple[Tensor, Tensor]]] = 
     "cifar10": read_cifar10,
     "cifar100": read_cifar100,
     "svhn": read_svhn,
+    "synthetic": read_synthetic,
+    "synthetic_rgb": read_synthetic_rgb,
 }
-_N_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
+_N_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "synthetic": 10, "synthetic_rgb": 10}
 
 
 def _check_limit(name: str, value: int | None) -> None:
