@@ -87,7 +87,8 @@ class _Consolidation(ReplayProtection):
             for i in range(n):
                 x, y = task.batch("train", torch.tensor([i], device=view.device))
                 if getattr(view, "condition", "task") == "class":
-                    cond = torch.tensor(classes[task.id], device=view.device)[y]
+                    ks = classes[task.id]  # one entry for an unconditional memory (its constant condition)
+                    cond = torch.tensor(ks, device=view.device)[y if len(ks) > 1 else torch.zeros_like(y)]
                 else:
                     cond = torch.full((1,), int(task.id), dtype=torch.long, device=view.device)
                 yield model.terms(view, pixels.to_unit(x), cond, [(int(task.id), 1)])[0]
