@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -128,17 +128,18 @@ def bad_input() -> Iterator[None]:
         raise ConfigError(str(err)) from err
 
 
-def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None) -> Result:
+def run_experiment(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None,
+                   tags: Mapping[str, str] | None = None) -> Result:
     """Train and evaluate one configured run; tracks it and checkpoints under ``run_dir``.
 
     ``overrides`` are the command line's (``resume=`` checks them, the run name shows them); in code,
-    leave it ``None``.
+    leave it ``None``. ``tags`` are added to the MLflow run's (a sweep job's ``sweep`` tags).
     """
     with signals_as_interrupts():
-        return _run(cfg, Path(run_dir), overrides)
+        return _run(cfg, Path(run_dir), overrides, dict(tags or {}))
 
 
-def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None) -> Result:
+def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None, tags: dict[str, str]) -> Result:
     resuming = bool(cfg.get("resume"))
     with bad_input():
         if resuming:
@@ -159,7 +160,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None) -> Res
             trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
             if resuming and trainer.load_latest() is None:
                 log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
-        return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None, overrides)
+        return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None, overrides, tags)
     finally:
         rd.unlock()
 
@@ -188,7 +189,7 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
 
 
 def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None,
-                   overrides: Sequence[str] | None = None) -> Result:
+                   overrides: Sequence[str] | None = None, tags: Mapping[str, str] | None = None) -> Result:
     """Open (or continue) the MLflow run, train, and end the run FINISHED, FAILED or KILLED."""
     tracker, method, bench, scenario = trainer.tracker, trainer.method, trainer.benchmark, trainer.scenario
     try:
@@ -197,7 +198,8 @@ def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trai
         rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
                           "device": str(trainer.device), "run_dir": str(rd.path),
-                          "eval_split": trainer.cfg.eval_split})  # val runs select, test runs report
+                          "eval_split": trainer.cfg.eval_split,  # val runs select, test runs report
+                          **(tags or {})})
         counts = method.param_counts()
         tracker.log_metrics(size_metrics(method))  # at the start too: a crashed run still says how big it was
         if run_id is None:

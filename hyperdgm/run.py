@@ -13,11 +13,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted, RunFailed
 from .experiment import run_experiment
+from .launch import auto_resume, config_dirs, local_overrides, parallel_jobs, threads_for_job
 from .rundir import IDENTITY_FILE, MLFLOW_ID_FILE
 from .scenarios import ScenarioError
 
@@ -44,14 +46,39 @@ def interrupted_line(err: Interrupted, run_dir: Path) -> str:
     return f"interrupted by {err.signame}{killed}; continue with: python -m hyperdgm.run resume={run_dir}"
 
 
+def job_settings(cfg: DictConfig, hc: DictConfig, run_dir: Path) -> list[str] | None:
+    """Fit the job to where it runs: ``resume=auto``, threads under a parallel launcher, this machine's
+    ``conf/local``. Returns the overrides ``resume=`` checks: the command's and the local keys (taken
+    on another node), or None for a job continuing itself (``resume=auto``: its whole config is compared)."""
+    overrides = list(hc.overrides.task) + local_overrides(hc.runtime.choices.get("local"), config_dirs(hc))
+    auto = str(cfg.get("resume")) == "auto"
+    with open_dict(cfg):
+        cfg.resume = auto_resume(cfg.get("resume"), run_dir)
+        launcher = {k: OmegaConf.select(hc.launcher, k) for k in ("_target_", "n_jobs")}
+        threads = threads_for_job(cfg.get("threads"), parallel_jobs(launcher))
+        if threads != cfg.get("threads"):
+            overrides.append(f"threads={threads}")
+        cfg.threads = threads  # resolved: ${hydra:launcher.cpus_per_task} means nothing to a later resume=
+    return None if auto and cfg.resume else overrides
+
+
+def sweep_tags(hc: DictConfig) -> dict[str, str]:
+    """A multirun job's MLflow tags: its sweep (the sweep dir) and its number in it."""
+    if hc.mode != RunMode.MULTIRUN:
+        return {}
+    return {"sweep": str(Path(hc.sweep.dir).resolve()), "sweep.job": str(hc.job.num)}
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
     """Returns the final average accuracy (so Hydra sweepers can optimise it)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    target = Path(str(cfg.resume)).expanduser().resolve() if cfg.get("resume") else run_dir
+    target = run_dir
     try:
-        result = run_experiment(cfg, run_dir, overrides=list(hc.overrides.task))
+        overrides = job_settings(cfg, hc, run_dir)
+        target = Path(str(cfg.resume)).expanduser().resolve() if cfg.get("resume") else run_dir
+        result = run_experiment(cfg, run_dir, overrides=overrides, tags=sweep_tags(hc))
     except (Interrupted, KeyboardInterrupt) as err:
         err = err if isinstance(err, Interrupted) else Interrupted(2)
         report(interrupted_line(err, target))

@@ -158,13 +158,25 @@ class MLflowTracker(Tracker):
         if run_id is not None:
             mlflow.get_run(run_id)  # a run this store does not hold fails here, in one line
         if mlflow.get_experiment_by_name(experiment) is None:
-            loc = (self.artifact_root / experiment).as_uri() if self.artifact_root else None
-            # model training; MLflow 3.17's UI ignores the tag (the address decides: hyperdgm/ui.py), others read it
-            mlflow.create_experiment(experiment, artifact_location=loc,
-                                     tags={"mlflow.experimentKind": "custom_model_development"})
+            self._create_experiment(experiment)
         mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
+
+    def _create_experiment(self, experiment: str) -> None:
+        """Create it unless another job just did: jobs on a tracking server race between the lookup
+        and the creation (a sqlite store's lock already orders them)."""
+        from mlflow.exceptions import MlflowException
+
+        loc = (self.artifact_root / experiment).as_uri() if self.artifact_root else None
+        try:
+            # model training; MLflow 3.17's UI ignores the tag (the address decides: hyperdgm/ui.py), others read it
+            self._mlflow.create_experiment(experiment, artifact_location=loc,
+                                           tags={"mlflow.experimentKind": "custom_model_development"})
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or self._mlflow.get_experiment_by_name(experiment) is None:
+                raise
+            log.info("experiment '%s' was created by another job meanwhile", experiment)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {metric_key(k): metric_value(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
