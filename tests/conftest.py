@@ -13,22 +13,50 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _data_root() -> Path:
-    env = os.environ.get("HYPERDGM_DATA")
-    return Path(env).expanduser().resolve() if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+#: The MNIST files the readers need (each plain or .gz, in MNIST/raw, MNIST or the data root itself).
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _has(root: Path, dirs: list[str], name: str) -> bool:
-    return any((root / d / n).is_file() for d in dirs for n in (name, name + ".gz"))
+def data_expectation(env: str | None, repo_root: Path = REPO_ROOT) -> tuple[Path, bool]:
+    """The real data root of the tests and whether data is promised there.
+
+    ``$HYPERDGM_DATA`` when set, else ``../shared/data``. Promised: a data root that exists (CI's
+    ../shared/data) or an explicit ``$HYPERDGM_DATA`` other than the clone's own ``./data``, which
+    ``make test`` sets when there is nothing else: a clone without data promises nothing.
+    """
+    if env:
+        root = Path(env).expanduser().resolve()
+        return root, root.is_dir() or root != (repo_root / "data").resolve()
+    root = (repo_root / ".." / "shared" / "data").resolve()
+    return root, root.is_dir()
+
+
+def missing_mnist(root: Path) -> list[str]:
+    """The MNIST files found in none of the directories the reader looks in."""
+    dirs = [root / "MNIST" / "raw", root / "MNIST", root]
+    return [n for n in MNIST_FILES if not any((d / f).is_file() for d in dirs for f in (n, n + ".gz"))]
+
+
+def require_mnist(env: str | None, repo_root: Path = REPO_ROOT) -> Path:
+    """The data root if it holds MNIST; else skip, or fail where data is promised (the core tests must not
+    pass in CI by skipping)."""
+    root, promised = data_expectation(env, repo_root)
+    missing = missing_mnist(root)
+    if not missing:
+        return root
+    msg = (f"MNIST not found under {root}: expected {', '.join(missing)} (or .gz) in {root / 'MNIST' / 'raw'}, "
+           f"{root / 'MNIST'} or {root}")
+    if promised:
+        pytest.fail(f"{msg}; $HYPERDGM_DATA or ../shared/data promises real data, so the tests reading it fail "
+                    "instead of skipping", pytrace=False)
+    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """Real data root ($HYPERDGM_DATA or ../shared/data); skips when MNIST is absent."""
-    root = _data_root()
-    if not _has(root, ["MNIST/raw", "MNIST", "."], "train-images-idx3-ubyte"):
-        pytest.skip(f"MNIST not available under {root}")
-    return root
+    """Real data root ($HYPERDGM_DATA or ../shared/data) holding MNIST: skips on a clone without data, fails
+    where data is promised but MNIST is missing (see :func:`require_mnist`)."""
+    return require_mnist(os.environ.get("HYPERDGM_DATA"))
 
 
 @pytest.fixture(scope="session")
