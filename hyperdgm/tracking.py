@@ -19,7 +19,7 @@ import os
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class Tracker:
     """No-op tracker; the interface every tracker implements."""
 
     run_id: str | None = None
+    maps: bool = False  # 2-D maps of task embeddings and replay after each task (hyperdgm.maps)
 
     def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None: ...
 
@@ -126,9 +127,10 @@ class Tracker:
 class MLflowTracker(Tracker):
     """Tracks into an MLflow store; ``uri`` may be any tracking URI (sqlite file, remote server)."""
 
-    def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = None) -> None:
+    def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = None, maps: bool = True) -> None:
         import mlflow
 
+        self.maps = bool(maps)
         self._mlflow = mlflow
         try:
             self.uri = _abs_sqlite(uri)
@@ -241,7 +243,7 @@ def build_tracker(cfg: Mapping[str, Any] | None) -> Tracker:
         return Tracker()
     if cfg.get("backend", "mlflow") != "mlflow":
         raise ValueError(f"unknown tracking backend '{cfg.get('backend')}' (choose from mlflow, none)")
-    return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root"))
+    return MLflowTracker(cfg.get("uri", "sqlite:///runs/mlflow.db"), cfg.get("artifact_root"), cfg.get("maps", True))
 
 
 def figure_image(fig: Any) -> np.ndarray:
@@ -250,44 +252,81 @@ def figure_image(fig: Any) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def accuracy_matrix_figure(R: np.ndarray) -> Any:
-    """Heatmap of the accuracy matrix (NaN, not yet evaluated, left blank)."""
+def task_labels(tasks: Any) -> list[str]:
+    """Axis labels of a benchmark's tasks: ``"0: 0,1"`` (its classes, few) or ``"3: permutation 3"`` (its name)."""
+    out = []
+    for t in tasks:
+        what = ",".join(map(str, t.classes)) if len(t.classes) <= 3 else str(t.name)
+        out.append(f"{t.id}: {what}"[:18])
+    return out
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def accuracy_matrix_figure(R: np.ndarray, labels: Sequence[str] | None = None) -> Any:
+    """Heatmap of the accuracy matrix (NaN, not yet evaluated, left blank), axes labelled by task
+    (its classes where ``labels`` are given: :func:`task_labels`)."""
+    plt = _pyplot()
     n = R.shape[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * n, 1.2 + 0.6 * n))
     im = ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=100, cmap="viridis")
     for i in range(n):
         for j in range(n):
             if not np.isnan(R[i, j]):
                 ax.text(j, i, f"{R[i, j]:.1f}", ha="center", va="center", fontsize=7,
                         color="white" if R[i, j] < 60 else "black")
-    ax.set_xlabel("evaluated task")
+    ax.set_xlabel("evaluated task" + (" (classes)" if labels else ""))
     ax.set_ylabel("after training task")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
+    ax.set_xticks(range(n), labels=list(labels) if labels else None)
+    ax.set_yticks(range(n), labels=list(labels) if labels else None)
+    if labels:
+        ax.tick_params(axis="x", labelrotation=45)
     ax.set_title("test accuracy (%)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
 
 
-def log_accuracy_matrix_image(R: np.ndarray, task_id: int, tracker: Tracker) -> None:
-    """The accuracy matrix so far as the stepped image ``accuracy_matrix`` (step = task)."""
-    import matplotlib.pyplot as plt
+def forgetting_curves_figure(R: np.ndarray, labels: Sequence[str] | None = None) -> Any:
+    """One curve per task: its accuracy after each later task was learned (``R[i, j]``, i >= j)."""
+    plt = _pyplot()
+    n = R.shape[0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for j in range(n):
+        after = np.arange(j, n)
+        acc = R[j:, j]
+        if np.isfinite(acc).any():
+            ax.plot(after, acc, marker="o", ms=3, label=labels[j] if labels else f"task {j}")
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(range(n))
+    ax.set_xlim(-0.3, n - 0.7)
+    ax.set_title("forgetting: each task's accuracy as later tasks are learned")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if n > 5 else 1)
+    fig.tight_layout()
+    return fig
 
-    fig = accuracy_matrix_figure(R)
+
+def log_accuracy_matrix_image(R: np.ndarray, task_id: int, tracker: Tracker, labels: Sequence[str] | None = None) -> None:
+    """The accuracy matrix so far as the stepped image ``accuracy_matrix`` (step = task)."""
+    plt = _pyplot()
+    fig = accuracy_matrix_figure(R, labels)
     tracker.log_image(figure_image(fig), "accuracy_matrix", task_id)
     plt.close(fig)
 
 
 def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tracker, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write the accuracy matrix as CSV and a heatmap PNG, log both, return the CSV path."""
-    import matplotlib.pyplot as plt
-
+    """Write the accuracy matrix as CSV, a heatmap PNG and the forgetting curves (axes labelled with
+    ``task_names``), log them, return the CSV path."""
+    plt = _pyplot()
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "accuracy_matrix.csv"
@@ -295,10 +334,10 @@ def accuracy_matrix_artifacts(R: np.ndarray, task_names: list[str], tracker: Tra
     header = "after_task," + ",".join(f"task_{j}" for j in range(n))
     rows = [f"{i}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in R[i]) for i in range(n)]
     csv.write_text(header + "\n" + "\n".join(rows) + "\n")
-    fig = accuracy_matrix_figure(R)
-    png = out / "accuracy_matrix.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
     tracker.log_artifact(csv)
-    tracker.log_artifact(png)
+    for name, draw in (("accuracy_matrix.png", accuracy_matrix_figure), ("forgetting_curves.png", forgetting_curves_figure)):
+        fig = draw(R, task_names)
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        tracker.log_artifact(out / name)
     return csv

@@ -31,7 +31,8 @@ from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_
 from .scenarios import Scenario
 from .naming import size_metrics
 from .precision import resolve_precision
-from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image
+from .maps import log_maps
+from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image, task_labels
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,9 @@ class Trainer:
             row["time/task"] = self.task_times[-1]
             self.tracker.log_metrics(row, step=task.id)
             if self.tracker.run_id is not None:  # no figure drawn for tracking=none
-                log_accuracy_matrix_image(self.R, task.id, self.tracker)
+                log_accuracy_matrix_image(self.R, task.id, self.tracker, task_labels(bench.tasks))
+                if self.tracker.maps:
+                    log_maps(self.method, self.tracker, bench.tasks, task.id, self.seed)
             self.method.log_artifacts(self.tracker, task)
             self.save_checkpoint(task.id)
         if end < bench.n_tasks:
@@ -385,7 +388,7 @@ class Trainer:
         final["time/total"] = float(sum(self.task_times))
         final.update(size_metrics(self.method))  # again at the end: a growing generator (DGM) changed them
         self.tracker.log_metrics(final)
-        names = [t.name for t in self.benchmark.tasks]
+        names = task_labels(self.benchmark.tasks)
         out = self.run_dir if self.run_dir else None
         accuracy_matrix_artifacts(self.R, names, self.tracker, out)
         log.info(

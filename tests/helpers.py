@@ -25,6 +25,7 @@ def quick_cfg(data_root: Path, tmp_path: Path, *overrides: str):
     store = [] if "tracking=none" in overrides else [
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_root={tmp_path}/mlartifacts",
+        "tracking.maps=false",  # t-SNE after every task costs seconds; tests/test_maps.py and test_tracking turn it on
     ]
     with initialize_config_dir(config_dir=CONF, version_base=None):
         return compose("config", overrides=[*QUICK, f"data_root={data_root}", *store, *overrides])

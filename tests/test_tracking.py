@@ -31,7 +31,7 @@ def tracked(data_root, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("store")
     over = ["method=hnet_r", "method.lr=0.0049999999999", *TINY]
-    cfg = quick_cfg(data_root, tmp, *over, "tracking.artifact_root=null")  # the default: beside the store
+    cfg = quick_cfg(data_root, tmp, *over, "tracking.artifact_root=null", "tracking.maps=true")  # the defaults
     # the command line as Hydra hands it over (the run name shows it); quick_cfg's settings aside
     result = run_experiment(cfg, tmp / "run", overrides=[*over[:2], "benchmark.n_tasks=2", f"tracking.uri={tmp}"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
@@ -131,9 +131,11 @@ def _image_steps(client, run_id: str) -> dict[str, list[int]]:
 
 def test_images_stepped_by_task(tracked):
     client, run, _ = tracked
-    assert _image_steps(client, run.info.run_id) == {"accuracy_matrix": [0, 1], "replay": [0, 1]}
+    # the memory learns only task 0 of two (the last task needs no replay): one task embedding, no embedding map
+    assert _image_steps(client, run.info.run_id) == {"accuracy_matrix": [0, 1], "replay": [0, 1], "replay_map": [0, 1]}
     assert run.data.tags["mlflow.loggedImages"] == "True"
-    assert {"accuracy_matrix.csv", "accuracy_matrix.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"accuracy_matrix.csv", "accuracy_matrix.png", "forgetting_curves.png"} <= \
+        {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_ui_opens_the_runs_table(tracked, caplog):
