@@ -18,7 +18,8 @@ def cli(tmp_path: Path, data_root: Path, *args: str, check: bool = True) -> subp
     flags = [a for a in args if a.startswith("--")]
     args = tuple(a for a in args if not a.startswith("--"))
     cmd = [sys.executable, "-m", "hyperdgm.run", *flags, *QUICK, "trainer.progress=false",
-           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art", *args]
+           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_root={tmp_path}/art",
+           "tracking.maps=false", *args]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-3000:])
