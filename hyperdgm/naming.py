@@ -107,7 +107,7 @@ def _memory_sizes(memory: Any) -> dict[str, float]:
 # -- run names -----------------------------------------------------------------------------------
 #: Overrides that do not change what a run computes (where it runs, logs or reads from).
 _NOT_IN_NAME = re.compile(r"^(hydra|tracking|data_root|device|threads|resume|run_name|trainer\.progress"
-                          r"|launcher|local|sweep)(\.|$)")
+                          r"|launcher|local|sweep|search)(\.|$)")
 _BASE_GROUPS = ("method", "benchmark", "scenario")
 
 
