@@ -27,6 +27,7 @@ from .config_check import resolve_device
 from .data.benchmarks import build_benchmark
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted
+from .machine import describe
 from .methods import build_method
 from .naming import run_name, size_metrics
 from .rundir import CONFIG_FILE, RunDir
@@ -197,7 +198,7 @@ def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trai
         tracker.start(experiment=bench.name, run_name=name, params=c, run_id=run_id)
         rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
         tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
-                          "device": str(trainer.device), "run_dir": str(rd.path),
+                          "device": str(trainer.device), "machine": describe(trainer.device), "run_dir": str(rd.path),
                           "eval_split": trainer.cfg.eval_split,  # val runs select, test runs report
                           **(tags or {})})
         counts = method.param_counts()

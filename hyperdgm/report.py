@@ -6,6 +6,10 @@ and standard deviation over seeds). One series per benchmark, method and scenari
 that fills a store for it: ``--multirun sweep=hnet_size``.
 
     python -m hyperdgm.report [--uri sqlite:///runs/mlflow.db] [--sweep <sweep dir>] [--out <dir>]
+    python -m hyperdgm.report reproduction [--uri ...] [--seeds 3] [--out docs/RESULTS.md]
+
+The second form writes the reproduction table (:mod:`.reproduction`): every paper number against the
+mean +- std over seeds of the store's runs of its preset.
 
 writes ``accuracy_vs_compression.png`` and ``accuracy_vs_compression.csv`` to ``--out`` (default: the
 sweep dir, else ``runs/report``) and prints the table.
@@ -125,7 +129,45 @@ def report(uri: str, out: Path, sweep: str | None = None, ratio: str = "classifi
     return rows
 
 
+def reproduction_main(argv: Sequence[str]) -> None:
+    """``python -m hyperdgm.report reproduction``: docs/RESULTS.md from the store (see :mod:`.reproduction`)."""
+    from mlflow.tracking import MlflowClient
+
+    from .config_check import sqlite_path
+    from .reproduction import markdown, reproduction_rows
+    from .tracking import _abs_sqlite, store_lock
+
+    p = argparse.ArgumentParser(prog="python -m hyperdgm.report reproduction",
+                                description="the reproduction table (mean +- std over seeds against the papers)")
+    p.add_argument("--uri", default="sqlite:///runs/mlflow.db", help="tracking URI (sqlite:/// or http://)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds a row needs to count as reproduced")
+    p.add_argument("--out", default="docs/RESULTS.md")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    db = sqlite_path(a.uri)
+    if db is not None and not db.is_file():
+        sys.stderr.write(f"error: no tracking store at {db}\n")
+        sys.exit(2)
+    uri = _abs_sqlite(a.uri)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        exps = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(exps, filter_string="attributes.status = 'FINISHED'", max_results=50000) if exps else []
+    runs = [r for r in runs if PARENT_TAG not in r.data.tags]
+    rows = reproduction_rows(runs, a.seeds)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(rows, a.uri, a.seeds))
+    keys = ("row", "scenario", "ours", "seeds", "paper", "wall", "status")
+    print(format_table([{k: str(r[k]) for k in keys} for r in rows]))
+    log.info("wrote %s (%d of %d rows with runs)", out, sum(1 for r in rows if r["seeds"]), len(rows))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["reproduction"]:
+        reproduction_main(argv[1:])
+        return
     p = argparse.ArgumentParser(prog="python -m hyperdgm.report", description=__doc__.splitlines()[0])
     p.add_argument("--uri", default="sqlite:///runs/mlflow.db", help="tracking URI (sqlite:/// or http://)")
     p.add_argument("--sweep", help="only the runs of this sweep dir (their 'sweep' tag)")

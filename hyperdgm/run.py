@@ -63,10 +63,15 @@ def job_settings(cfg: DictConfig, hc: DictConfig, run_dir: Path) -> list[str] | 
 
 
 def sweep_tags(hc: DictConfig) -> dict[str, str]:
-    """A multirun job's MLflow tags: its sweep (the sweep dir) and its number in it."""
+    """A job's MLflow tags: the preset it was made from (``experiment=``; the reproduction table groups by
+    it) and, in a multirun, its sweep (the sweep dir) and its number in it."""
+    tags = {}
+    preset = hc.runtime.choices.get("experiment")
+    if preset:
+        tags["preset"] = str(preset)
     if hc.mode != RunMode.MULTIRUN:
-        return {}
-    return {"sweep": str(Path(hc.sweep.dir).resolve()), "sweep.job": str(hc.job.num)}
+        return tags
+    return {**tags, "sweep": str(Path(hc.sweep.dir).resolve()), "sweep.job": str(hc.job.num)}
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

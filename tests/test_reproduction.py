@@ -1,0 +1,80 @@
+"""The reproduction table (python -m hyperdgm.report reproduction): rows from runs, never typed."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from omegaconf import OmegaConf
+
+from hyperdgm import reproduction as rp
+from hyperdgm.run import sweep_tags
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _run(preset, scenario, seed, acc, start, *, status="FINISHED", split="test", tag=True, wall=100.0):
+    tags = {"scenario": scenario, "eval_split": split, "machine": "cpu X, 2 cores"}
+    if tag:
+        tags["preset"] = preset
+    return SimpleNamespace(
+        info=SimpleNamespace(run_name=f"{preset} seed={seed}", status=status, start_time=start,
+                             end_time=start + int(wall * 1000)),
+        data=SimpleNamespace(tags=tags, params={"seed": str(seed)}, metrics={"final.acc_avg": acc}))
+
+
+TABLE = [{"preset": "splitmnist_hnet_ent", "scenario": "cl3", "mean": 69.48, "sd": 0.8, "row": "ENT S-CL3"},
+         {"preset": "splitmnist_hnet", "scenario": "cl1", "mean": 99.79, "sd": 0.01, "row": "HNET S-CL1"},
+         {"preset": "pmnist_hnet", "scenario": "cl1", "mean": 97.57, "row": "P10", "note": "too slow here"}]
+
+
+def test_rows_average_the_newest_run_per_seed_and_skip_what_does_not_report():
+    runs = [_run("splitmnist_hnet_ent", "cl3", 0, 10.0, 1000),   # replaced by the newer seed-0 run below
+            _run("splitmnist_hnet_ent", "cl3", 0, 61.5, 2000),
+            _run("splitmnist_hnet_ent", "cl3", 1, 66.0, 3000, tag=False),  # preset from the run name
+            _run("splitmnist_hnet_ent", "cl3", 2, 64.0, 4000, wall=400.0),
+            _run("splitmnist_hnet_ent", "cl3", 3, 99.0, 5000, split="val"),      # selection runs never report
+            _run("splitmnist_hnet_ent", "cl3", 4, 99.0, 6000, status="FAILED"),
+            _run("splitmnist_hnet_ent", "cl2", 5, 80.0, 7000),                   # another scenario: its own row
+            _run("splitmnist_hnet", "cl1", 0, 99.7, 8000)]
+    rows = {r["row"]: r for r in rp.reproduction_rows(runs, seeds=3, table=TABLE)}
+    ent = rows["ENT S-CL3"]
+    assert ent["seeds"] == 3 and ent["status"] == ""
+    assert ent["mean"] == pytest.approx(statistics.fmean([61.5, 66.0, 64.0]))
+    assert ent["sd"] == pytest.approx(statistics.stdev([61.5, 66.0, 64.0]))
+    assert ent["ours"] == f"{ent['mean']:.2f} ± {ent['sd']:.2f}" and ent["paper"] == "69.48 ± 0.80"
+    assert ent["wall"] == "200 s" and ent["machine"] == "cpu X, 2 cores"
+    assert ent["command"] == "python -m hyperdgm.run --multirun experiment=splitmnist_hnet_ent scenario=cl3 seed=0,1,2"
+    assert rows["HNET S-CL1"]["seeds"] == 1 and rows["HNET S-CL1"]["status"] == "1 of 3 seeds"
+    assert rows["P10"]["ours"] == "-" and rows["P10"]["status"] == "too slow here"
+    md = rp.markdown(list(rows.values()), "sqlite:///x.db", 3)
+    assert "python -m hyperdgm.report reproduction --uri sqlite:///x.db" in md
+    assert "| ENT S-CL3 | `splitmnist_hnet_ent` | CL3 |" in md and "too slow here" in md
+
+
+def test_every_paper_number_names_an_existing_preset_and_scenario():
+    rows = rp.paper_rows()
+    assert len(rows) >= 20
+    for r in rows:
+        path = CONF / "experiment" / f"{r['preset']}.yaml"
+        assert path.is_file(), r
+        assert (CONF / "scenario" / f"{r['scenario']}.yaml").is_file(), r
+        assert isinstance(r["mean"], float) and r["row"]
+
+
+def test_a_run_is_tagged_with_its_preset():
+    hc = OmegaConf.create({"mode": "RUN", "runtime": {"choices": {"experiment": "splitmnist_hnet"}}})
+    assert sweep_tags(hc)["preset"] == "splitmnist_hnet"
+    hc = OmegaConf.create({"mode": "RUN", "runtime": {"choices": {"experiment": None}}})
+    assert "preset" not in sweep_tags(hc)
+
+
+def test_cli_refuses_a_missing_store_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "hyperdgm.report", "reproduction", "--uri",
+                        f"sqlite:///{tmp_path}/none.db", "--out", str(tmp_path / "R.md")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "no tracking store" in p.stderr
+    assert not (tmp_path / "R.md").exists()
