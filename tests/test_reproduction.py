@@ -17,7 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _run(preset, scenario, seed, acc, start, *, status="FINISHED", split="test", tag=True, wall=100.0):
-    tags = {"scenario": scenario, "eval_split": split, "machine": "cpu X, 2 cores"}
+    tags = {"scenario": scenario, "eval_split": split, "machine": f"cpu X, 2 cores, load {seed}.5"}
     if tag:
         tags["preset"] = preset
     return SimpleNamespace(
@@ -46,7 +46,7 @@ def test_rows_average_the_newest_run_per_seed_and_skip_what_does_not_report():
     assert ent["mean"] == pytest.approx(statistics.fmean([61.5, 66.0, 64.0]))
     assert ent["sd"] == pytest.approx(statistics.stdev([61.5, 66.0, 64.0]))
     assert ent["ours"] == f"{ent['mean']:.2f} ± {ent['sd']:.2f}" and ent["paper"] == "69.48 ± 0.80"
-    assert ent["wall"] == "200 s" and ent["machine"] == "cpu X, 2 cores"
+    assert ent["wall"] == "200 s" and ent["machine"] == "cpu X, 2 cores, load 0.5-2.5"
     assert ent["command"] == "python -m hyperdgm.run --multirun experiment=splitmnist_hnet_ent scenario=cl3 seed=0,1,2"
     assert rows["HNET S-CL1"]["seeds"] == 1 and rows["HNET S-CL1"]["status"] == "1 of 3 seeds"
     assert rows["P10"]["ours"] == "-" and rows["P10"]["status"] == "too slow here"
