@@ -105,18 +105,25 @@ def plot(rows: Sequence[dict[str, Any]], ratio: str, metric: str, path: Path) ->
     plt.close(fig)
 
 
+def store_uri(uri: str) -> str:
+    """``uri`` with a sqlite path made absolute; a sqlite store that does not exist is a ReportError."""
+    from .config_check import sqlite_path
+    from .tracking import _abs_sqlite
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ReportError(f"no tracking store at {db}")
+    return _abs_sqlite(uri)
+
+
 def report(uri: str, out: Path, sweep: str | None = None, ratio: str = "classifier_hnet",
            metric: str = "final.acc_avg") -> list[dict[str, Any]]:
     """Write the plot and the CSV into ``out``; return the table's rows."""
     from mlflow.tracking import MlflowClient
 
-    from .config_check import sqlite_path
-    from .tracking import _abs_sqlite, store_lock
+    from .tracking import store_lock
 
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise ReportError(f"no tracking store at {db}")
-    uri = _abs_sqlite(uri)
+    uri = store_uri(uri)
     with store_lock(uri):
         runs = find_runs(MlflowClient(tracking_uri=uri), ratio, metric, sweep)
     if not runs:
@@ -133,9 +140,8 @@ def reproduction_main(argv: Sequence[str]) -> None:
     """``python -m hyperdgm.report reproduction``: docs/RESULTS.md from the store (see :mod:`.reproduction`)."""
     from mlflow.tracking import MlflowClient
 
-    from .config_check import sqlite_path
     from .reproduction import markdown, reproduction_rows
-    from .tracking import _abs_sqlite, store_lock
+    from .tracking import store_lock
 
     p = argparse.ArgumentParser(prog="python -m hyperdgm.report reproduction",
                                 description="the reproduction table (mean +- std over seeds against the papers)")
@@ -144,11 +150,11 @@ def reproduction_main(argv: Sequence[str]) -> None:
     p.add_argument("--out", default="docs/RESULTS.md")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    db = sqlite_path(a.uri)
-    if db is not None and not db.is_file():
-        sys.stderr.write(f"error: no tracking store at {db}\n")
+    try:
+        uri = store_uri(a.uri)
+    except ReportError as err:
+        sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
-    uri = _abs_sqlite(a.uri)
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exps = [e.experiment_id for e in client.search_experiments()]
