@@ -1,6 +1,9 @@
 """Config helpers for the tests: the real Hydra config, shrunk to a few seconds of work."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -68,3 +71,13 @@ def assert_resume_equals_uninterrupted(data_root: Path, tmp_path: Path, *overrid
     cfg.trainer.stop_after = None
     resumed = run_experiment(cfg, tmp_path / "elsewhere")
     np.testing.assert_array_equal(resumed.R, full.R)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a server started in its own session (it and its workers), SIGKILL after ``timeout`` s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

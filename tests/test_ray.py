@@ -5,7 +5,6 @@ Needs the extra ``ray`` (``pip install -e .[ray]``; never in ``dev``): skipped w
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("hydra_plugins.hydra_ray_launcher")
 
+from .helpers import stop_group  # noqa: E402
 from .test_sweep import TINY, _free_port, hyperdgm_run, mlflow_server  # noqa: E402,F401  (a fixture)
 
 
@@ -36,12 +36,7 @@ def ray_head(tmp_path):
             time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the head stops its processes (its own session)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 10)  # the head stops its processes (its own session)
         log.close()
 
 

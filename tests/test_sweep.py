@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from omegaconf import OmegaConf
 from hyperdgm.errors import ConfigError
 from hyperdgm.launch import auto_resume, job_id, local_overrides, parallel_jobs, threads_for_job
 
-from .helpers import CONF, QUICK
+from .helpers import CONF, QUICK, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["benchmark.n_tasks=2", "benchmark.train_limit=200", "benchmark.test_limit=100", "benchmark.net.hidden=[32]",
@@ -158,12 +157,7 @@ def mlflow_server(tmp_path):
                 time.sleep(0.5)
         yield uri, art
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers (its own session)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 5)  # the server and its workers (its own session)
         log.close()
 
 
