@@ -25,15 +25,15 @@ from .lr_schedule import PLATEAU_NEEDS_VAL, parse as parse_lr_schedule
 from .precision import PRECISIONS
 from .tracking import artifact_root_for
 
-TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "resume", "run_name",
+TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "download", "resume", "run_name",
                             "benchmark", "scenario", "method", "memory", "trainer", "tracking"})
 BENCHMARK_KEYS = frozenset({"name", "n_tasks", "class_order", "val_size", "pad", "normalize", "augment",
                             "train_limit", "test_limit", "net", "first_unpermuted"})
 SCENARIO_KEYS = frozenset({"name"})
 TRACKING_KEYS = frozenset({"backend", "uri", "artifact_root", "maps"})
 #: What ``resume=`` may change: where and how the run executes, not what it computes.
-SAFE_RESUME_KEYS = ("device", "threads", "tracking", "data_root", "trainer.progress", "trainer.stop_after",
-                    "launcher", "local")  # the last two choose config groups that set only hydra.* / the above
+SAFE_RESUME_KEYS = ("device", "threads", "tracking", "data_root", "download", "trainer.progress",
+                    "trainer.stop_after", "launcher", "local")  # the last two choose config groups that set only hydra.* / the above
 
 
 # -- values ----------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config_check as cc
 from .config_check import resolve_device
-from .data.benchmarks import build_benchmark
+from .data.benchmarks import benchmark_datasets, build_benchmark
+from .data.download import ensure as ensure_data
 from .data.readers import DataError
 from .errors import ConfigError, Interrupted
 from .machine import describe
@@ -178,6 +179,9 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
     seed = int(c["seed"])
     bcfg = c["benchmark"]
     kwargs = {k: bcfg.get(k) for k in _BENCH_KEYS if bcfg.get(k) is not None}
+    if c.get("download"):  # fetch a missing data set with torchvision (extra `vision`) before reading it
+        for ds in benchmark_datasets(bcfg["name"]):
+            ensure_data(ds, c["data_root"])
     bench = build_benchmark(bcfg["name"], c["data_root"], seed=seed, **kwargs).to(device)
     scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)
     scenario.check(method.name, method.scenarios)

@@ -257,6 +257,14 @@ def _class_order(name: str, class_order: list[int] | None, n: int) -> list[int]:
     return order
 
 
+def benchmark_datasets(name: str) -> list[str]:
+    """The data sets a benchmark reads (split CIFAR-10/100: both)."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)}")
+    spec = _SPECS[name]
+    return ["cifar10", "cifar100"] if spec.kind == "split_c10_100" else [spec.dataset]
+
+
 def build_benchmark(
     name: str,
     root: PathLike | None,
@@ -300,7 +308,7 @@ def build_benchmark(
     n_tasks = spec.default_tasks if n_tasks is None else n_tasks
     if not isinstance(n_tasks, int) or n_tasks < 1:
         raise ValueError(f"n_tasks must be a positive int, got {n_tasks!r}")
-    datasets = ["cifar10", "cifar100"] if spec.kind == "split_c10_100" else [spec.dataset]
+    datasets = benchmark_datasets(name)
     for ds in datasets:
         if normalize == "standard" and ds not in DATASET_STATS:
             raise ValueError(f"normalize='standard' is not available for {ds} (no channel statistics); use 'unit'")
