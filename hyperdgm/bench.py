@@ -7,6 +7,10 @@ Commands:
           tasks and for ``tasks_per_step`` = 1 and 2; plus the task-loss step for reference.
     train whole runs (any Hydra overrides, e.g. ``experiment=splitmnist_hnet``): final and during
           accuracy, forgetting, compression ratio, wall time in total and per task.
+    profile where a whole run's time goes (:mod:`hyperdgm.profiling`): exclusive wall seconds per region
+          of the training loop (data, hypernetwork, target, backward, penalties, optimizer, replay,
+          the generator's own step, evaluation, checkpoints), e.g.
+          ``profile --run "experiment=splitmnist_hnet_r trainer.iters_per_task=200"``.
 """
 from __future__ import annotations
 
@@ -148,21 +152,14 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     """Full training runs, one per ``--run`` (a quoted string of Hydra overrides), timed end to end."""
     import logging
     import tempfile
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
 
     from .experiment import run_experiment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
     rows = ["| run | final acc | during acc | forgetting | compression | wall s | s / task |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for spec in args.run:
-        overrides = spec.split() + ["tracking=none", "trainer.progress=false", "trainer.checkpoint=false",
-                                    f"threads={args.threads}"]
-        with initialize_config_dir(config_dir=conf, version_base=None):
-            cfg = compose("config", overrides=overrides)
+        cfg = _compose(spec, args.threads)
         t0 = time.perf_counter()
         res = run_experiment(cfg, tempfile.mkdtemp(prefix="hyperdgm-bench-"))
         wall = time.perf_counter() - t0
@@ -174,6 +171,44 @@ def bench_train(args: argparse.Namespace) -> list[str]:
         print(rows[-1], flush=True)
     return ["Whole runs (`tracking=none`, no checkpoints); wall time includes reading the data and every evaluation.",
             "", *rows]
+
+
+def _compose(spec: str, threads: int) -> Any:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = spec.split() + ["tracking=none", "trainer.progress=false", "trainer.checkpoint=false",
+                                f"threads={threads}"]
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        return compose("config", overrides=overrides)
+
+
+def bench_profile(args: argparse.Namespace) -> list[str]:
+    """One profiled whole run per ``--run``: a table of regions per run."""
+    import logging
+    import tempfile
+
+    from .config_check import resolve_device
+    from .experiment import run_experiment
+    from .profiling import profiling, table
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    out: list[str] = []
+    for spec in args.run:
+        cfg = _compose(spec, args.threads)
+        with profiling(resolve_device(cfg.device)) as prof:
+            res = run_experiment(cfg, tempfile.mkdtemp(prefix="hyperdgm-profile-"))
+        block = [f"### `{spec}`", "",
+                f"{cfg.method.name}, {cfg.benchmark.name}, {cfg.scenario.name}: final accuracy "
+                f"{res.summary['acc_avg']:.2f}, {prof.wall:.1f} s in all (training {sum(res.task_times):.1f} s). "
+                "Exclusive time per region (a region's own time, without the regions nested in it; "
+                "`step/memory/backward` is the generator's backward inside a classifier step).", "",
+                *table(prof), ""]
+        print("\n".join(block), flush=True)
+        out += block
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--run", action="append", required=True,
                        help='Hydra overrides of one run, quoted, e.g. --run "experiment=splitmnist_hnet"; repeatable')
     train.set_defaults(func=bench_train)
-    for sp in (reg, train):  # accept the global options after the command too
+    profile = sub.add_parser("profile", help="where a whole run's time goes, per region of the training loop")
+    profile.add_argument("--run", action="append", required=True,
+                         help='Hydra overrides of one run, quoted; repeatable')
+    profile.set_defaults(func=bench_profile)
+    for sp in (reg, train, profile):  # accept the global options after the command too
         sp.add_argument("--threads", type=int, default=argparse.SUPPRESS)
         sp.add_argument("--out", default=argparse.SUPPRESS)
     reg.set_defaults(func=bench_reg)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .hnet import adam_lookahead
+from .profiling import region
 
 __all__ = ["WeightHook", "protected_step"]
 
@@ -71,22 +72,27 @@ def protected_step(loss: Tensor | None, optimizers: Iterable[torch.optim.Optimiz
     opts = list(optimizers)
     hooks = list(hooks)
     if loss is not None:
-        loss.backward()
+        with region("backward"):
+            loss.backward()
     total: Tensor | None = None
     for h in hooks:
         if not h.has_penalty():
             continue
-        delta = None
-        if h.lookahead:
-            params = list(h.lookahead_parameters())
-            delta = adam_lookahead(_owner(opts, params[0]), params) if params else None
-        pen = h.penalty(delta=delta)
-        pen.backward()
+        with region(f"penalty:{type(h).__name__}"):
+            delta = None
+            if h.lookahead:
+                params = list(h.lookahead_parameters())
+                delta = adam_lookahead(_owner(opts, params[0]), params) if params else None
+            pen = h.penalty(delta=delta)
+            pen.backward()
         total = pen.detach() if total is None else total + pen.detach()
-    for h in hooks:
-        h.after_backward()
-    for o in opts:
-        o.step()
-    for h in hooks:
-        h.after_step()
+    with region("hooks"):
+        for h in hooks:
+            h.after_backward()
+    with region("optimizer"):
+        for o in opts:
+            o.step()
+    with region("hooks"):
+        for h in hooks:
+            h.after_step()
     return total

@@ -31,6 +31,7 @@ from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_
 from .scenarios import Scenario
 from .naming import size_metrics
 from .precision import resolve_precision
+from .profiling import region
 from .maps import log_maps
 from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image, task_labels
 
@@ -297,7 +298,8 @@ class Trainer:
         n, bs = len(task.train), min(self.cfg.batch_size, len(task.train))
         iters = self.n_iters(task)
         m.plan_task(iters, bs)  # schedules inside a method (e.g. DGM's annealing) need the task's length
-        m.begin_task(task)
+        with region("begin_task"):
+            m.begin_task(task)
         schedule = m.lr_schedule
         schedule.start(m.scheduled_optimizers())
         per_epoch = math.ceil(n / bs)  # hypercl's iterations per epoch
@@ -311,8 +313,9 @@ class Trainer:
                 perm, pos = torch.randperm(n, generator=self.rng, device=self.device), 0
             idx = perm[pos : pos + bs]
             pos += bs
-            x, y = task.batch("train", idx, train_aug=True, generator=self.rng)
-            with autocast:
+            with region("data"):
+                x, y = task.batch("train", idx, train_aug=True, generator=self.rng)
+            with autocast, region("step"):
                 losses = m.step(x, y, task.id)
             if self.cfg.log_every and (it + 1) % self.cfg.log_every == 0:
                 vals = {k: float(v) for k, v in losses.items()}  # the only host sync, every log_every steps
@@ -322,7 +325,8 @@ class Trainer:
             if schedule.active and (it + 1) % per_epoch == 0 and it + 1 < iters:
                 self._end_epoch(task, base_step + it + 1)
         bar.close()
-        m.end_task(task)
+        with region("end_task"):
+            m.end_task(task)
 
     def _end_epoch(self, task: Any, step: int) -> None:
         """Step the method's lr schedule after an epoch; ``plateau`` reads the task's *validation* accuracy."""
@@ -352,7 +356,8 @@ class Trainer:
             self.train_task(task)
             self.check_finite(self.method.state_dict(), task.id, "after training")
             self.task_times.append(time.perf_counter() - t0)
-            accs = self.evaluate(task.id)
+            with region("evaluate"):
+                accs = self.evaluate(task.id)
             self.R[task.id, : task.id + 1] = accs
             s = self.summary(after=task.id)
             log.info(
@@ -364,12 +369,14 @@ class Trainer:
             row.update(s)
             row["time/task"] = self.task_times[-1]
             self.tracker.log_metrics(row, step=task.id)
-            if self.tracker.run_id is not None:  # no figure drawn for tracking=none
-                log_accuracy_matrix_image(self.R, task.id, self.tracker, task_labels(bench.tasks))
-                if self.tracker.maps:
-                    log_maps(self.method, self.tracker, bench.tasks, task.id, self.seed)
-            self.method.log_artifacts(self.tracker, task)
-            self.save_checkpoint(task.id)
+            with region("artifacts"):
+                if self.tracker.run_id is not None:  # no figure drawn for tracking=none
+                    log_accuracy_matrix_image(self.R, task.id, self.tracker, task_labels(bench.tasks))
+                    if self.tracker.maps:
+                        log_maps(self.method, self.tracker, bench.tasks, task.id, self.seed)
+                self.method.log_artifacts(self.tracker, task)
+            with region("checkpoint"):
+                self.save_checkpoint(task.id)
         if end < bench.n_tasks:
             log.info("stopped after task %d of %d as asked; continue with resume=%s", end, bench.n_tasks, self.run_dir)
             return Result(self.R, self.summary(after=end - 1), list(self.task_times),

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..hnet import OutputRegularizer, WeightGenerator
 from ..hooks import WeightHook, protected_step
+from ..profiling import region
 from ..nets import TargetNet
 from ..regularizers import build_regularizers, empirical_fisher
 from .base import Method, make_optimizer
@@ -141,8 +142,11 @@ class HNet(Method):
         return empirical_fisher(params, losses(), retain_graph=True)
 
     def logits(self, x: Tensor, task_id: int, weights=None) -> Tensor:
-        w = self._classifier(self.gen(task_id)) if weights is None else weights
-        out = self.target(x, w, condition=task_id)
+        if weights is None:
+            with region("hnet"):
+                weights = self._classifier(self.gen(task_id))
+        with region("target"):
+            out = self.target(x, weights, condition=task_id)
         o = self.scenario.offsets[task_id] if self.all_heads else 0
         return out[:, o : o + self.scenario.classes_per_task[task_id]]
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..data.tensors import DATASET_STATS
 from ..memory import GenerativeMemory
+from ..profiling import region
 from .base import ClassifierMethod
 
 REPLAY_DEFAULTS = dict(
@@ -105,8 +106,9 @@ def replay_from_memory(memory: GenerativeMemory, pixels: "PixelSpace", task_id: 
 def train_memory_step(memory: GenerativeMemory, pixels: "PixelSpace", x: Tensor, task_id: int,
                       out: dict[str, Tensor]) -> None:
     """One step of the memory on current data; its losses go into ``out`` under ``memory/``."""
-    for k, v in memory.step(pixels.to_unit(x), task_id).items():
-        out[f"memory/{k}"] = v
+    with region("memory"):
+        for k, v in memory.step(pixels.to_unit(x), task_id).items():
+            out[f"memory/{k}"] = v
 
 
 def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
@@ -211,7 +213,8 @@ class ReplayClassifier(ClassifierMethod):
         loss = self.loss(x, y, task_id)
         out = {"loss_current": loss.detach()}
         if task_id > 0:
-            xr, ids = self.replay_inputs(task_id)
+            with region("replay"):
+                xr, ids = self.replay_inputs(task_id)
             rl = self.replay_loss(xr, ids, task_id)
             w = self.replay_weight(task_id)
             loss = (1 - w) * loss + w * rl
