@@ -22,8 +22,9 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m hyperdgm.run $(ARGS)
 
+# One pytest worker per core (pytest-xdist; JOBS=1 for one process), each test file on one worker.
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(or $(JOBS),auto) --dist loadfile $(ARGS)
 
 # Prints each experiment's runs-table address (MLflow 3 opens its GenAI view otherwise), then serves.
 ui: install

@@ -13,6 +13,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """Parallel workers (pytest-xdist: `make test` runs one per core) share the cores: one torch thread
+    each, also in the processes the tests start (torch on 2 threads under load runs many times slower)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 #: The MNIST files the readers need (each plain or .gz, in MNIST/raw, MNIST or the data root itself).
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

