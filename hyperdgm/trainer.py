@@ -157,6 +157,7 @@ class Trainer:
         scenario.check(method.name, method.scenarios)
         torch.manual_seed(seed)
         self.rng.manual_seed(seed)
+        method.run_dir = self.run_dir  # where a method may cache what it derives from the data (an evaluator)
         method.setup(benchmark, scenario, self.device, self.rng)
 
     # -- checkpoints ---------------------------------------------------------------------

@@ -231,6 +231,31 @@ for _full, _epochs in (("cil_mnist_dgmw", 20), ("cil_mnist_dgma", 20), ("cil_cif
     PRESET_VALUES[f"{_full}_short"] = {**PRESET_VALUES[_full], "trainer.epochs": _epochs,
                                        "trainer.precision": "auto", "method.memory.acgan.d_norm": "none"}
 
+# MeRGAN (Wu et al., NeurIPS 2018): the official code (WuChenshen/MeRGAN mergan.py, gan32_model.py, train.sh): 4001 /
+# 8001 iterations of batch 64, 5 critic steps, GP 10, Adam 1e-4 (0, 0.9), DIM 32, 5x5 kernels, cBN, lambda_RA 1e-3 /
+# 1e-2; JTR = protection replay; the _short preset states its CPU sizes.
+_MERGAN = {"method.name": "mergan", "scenario.name": "cil", "trainer.epochs": None, "trainer.batch_size": 64,
+           "method.memory.model": "acgan", "method.memory.arch": "conv", "method.memory.latent_dim": 128,
+           "method.memory.cond_input": False, "method.memory.body_norm": "cbn", "method.memory.conv_kernel": 5,
+           "method.memory.conv_channels": 32, "method.memory.acgan.ndf": 32, "method.memory.acgan.n_critic": 5,
+           "method.memory.acgan.gp": 10.0, "method.memory.acgan.lr_d": 0.0001, "method.memory.acgan.lr_g": 0.0001,
+           "method.memory.acgan.betas": [0.0, 0.9], "method.memory.acgan.d_norm": "none",
+           "method.memory.acgan.aux_weight": 1.0, "method.memory.acgan.aux_g_weight": 1.0,
+           "method.memory.acgan.reinit_d": False, "method.memory.alignment.n_noise": 64,
+           "method.evaluator.n_per_class": 6400}
+PRESET_VALUES.update({
+    "cil_mnist_mergan": {**_MERGAN, "benchmark.name": "cil_mnist", "benchmark.pad": 32, "trainer.iters_per_task": 4001,
+                         "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.001},
+    "cil_svhn_mergan": {**_MERGAN, "benchmark.name": "cil_svhn", "trainer.iters_per_task": 8001,
+                        "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.01},
+})
+PRESET_VALUES["cil_mnist_mergan_jtr"] = {**PRESET_VALUES["cil_mnist_mergan"], "method.memory.protection": "replay"}
+PRESET_VALUES["cil_svhn_mergan_jtr"] = {**PRESET_VALUES["cil_svhn_mergan"], "method.memory.protection": "replay"}
+PRESET_VALUES["cil_mnist_mergan_short"] = {
+    **PRESET_VALUES["cil_mnist_mergan"], "benchmark.n_tasks": 5, "trainer.iters_per_task": 300,
+    "trainer.batch_size": 32, "method.memory.conv_channels": 16, "method.memory.acgan.ndf": 16,
+    "method.memory.acgan.lr_d": 0.0005, "method.memory.acgan.lr_g": 0.0005, "method.evaluator.n_per_class": 1000}
+
 
 def test_every_preset_has_its_values_in_the_table():
     assert sorted(PRESET_VALUES) == PRESETS

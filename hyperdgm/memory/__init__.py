@@ -1,5 +1,6 @@
 """Generative memory: conditional replay models (VAE / LSGAN / AC-GAN) whose generator is guarded by a protection."""
 from .bodies import BODIES, Body, DCGANBody, MLPBody, ParamMeta, build_body
+from .alignment import AlignmentProtection
 from .dgm import DgmA, DgmW
 from .memory import DEFAULT_CFG, GenerativeMemory, memory_config
 from .protection import (PROTECTIONS, GeneratorView, HnetProtection, NoProtection, OwnWeights, Protection,
@@ -9,7 +10,7 @@ from .replay_models import REPLAY_MODELS, ACGANModel, LSGANModel, ReplayModel, V
 
 __all__ = [
     "GenerativeMemory", "DEFAULT_CFG", "memory_config", "Protection", "OwnWeights", "HnetProtection",
-    "ReplayProtection", "NoProtection", "DgmW", "DgmA", "PROTECTIONS", "build_protection", "register_protection",
+    "ReplayProtection", "NoProtection", "DgmW", "DgmA", "AlignmentProtection", "PROTECTIONS", "build_protection", "register_protection",
     "GeneratorView", "Snapshot", "Body", "MLPBody", "DCGANBody", "ParamMeta", "build_body", "BODIES",
     "ReplayModel", "VAEModel", "LSGANModel", "ACGANModel", "REPLAY_MODELS",
 ]

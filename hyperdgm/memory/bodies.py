@@ -49,7 +49,8 @@ class ParamMeta:
 
     ``layer``: index of its layer; ``kind``: ``weight`` | ``bias``; ``out_dim`` / ``in_dim``: axes
     holding the layer's output / input units (``None``: no such axis); ``growable``: whether the
-    layer's output units may be widened; ``maskable``: whether masking protections (DGM) mask it.
+    layer's output units may be widened; ``maskable``: whether masking protections (DGM) mask it;
+    ``init``: a fixed initial value where the default (Xavier for matrices, zeros for vectors) is wrong.
     """
 
     name: str
@@ -60,6 +61,7 @@ class ParamMeta:
     in_dim: int | None
     growable: bool = False
     maskable: bool = True
+    init: str | None = None  # None: the protection's default; "ones" / "zeros" (normalisation scales / offsets)
 
     @property
     def numel(self) -> int:
@@ -204,36 +206,93 @@ class MLPBody(Body):
 
 
 class ConvBody(Body):
-    """DCGAN-style generator ``[B, in_dim] -> logits [B, C, 32, 32]`` without batch norm (weights
-    generated per task cannot share running statistics): linear to ``4ch x 4 x 4``, then
-    ``ConvTranspose2d(k=4, s=2, p=1)`` to 8, 16, 32 pixels (``4ch -> 2ch -> ch -> C``), ReLU between.
-    Fixed widths."""
+    """DCGAN-style generator ``[B, in_dim] -> logits [B, C, 32, 32]``: linear to ``4ch x 4 x 4``, then
+    transposed convs (``kernel`` 4: ``k=4, s=2, p=1``; 5: ``k=5, s=2, p=2``, output padding 1, as
+    TF's ``SAME``) to 8, 16, 32 pixels (``4ch -> 2ch -> ch -> C``), ReLU between. Fixed widths.
+
+    ``norm="none"``: no normalisation (weights generated per task cannot share running statistics).
+    ``norm="cbn"``: class-conditional batch norm (Dumoulin et al. 2017; MeRGAN's generator) after the
+    linear layer and each hidden deconv: a scale and an offset per condition, declared in
+    :attr:`param_meta` (so protections keep them like any weight). Statistics are per condition: a
+    training batch normalises the rows of each condition with their own moments (MeRGAN generates
+    one class per batch) and updates that condition's running moments; sampling uses the running
+    moments (``n_cond`` rows of buffers).
+    """
 
     kind = "conv"
 
-    def __init__(self, in_dim: int, out_shape: Sequence[int], channels: int = 64) -> None:
+    def __init__(self, in_dim: int, out_shape: Sequence[int], channels: int = 64, kernel: int = 4,
+                 norm: str = "none", n_cond: int = 0) -> None:
         self.in_dim = int(in_dim)
         self.out_shape = image_32(out_shape, "the conv decoder")
+        if int(kernel) not in (4, 5):
+            raise ValueError(f"conv generator kernel must be 4 or 5, got {kernel!r}")
+        if norm not in ("none", "cbn"):
+            raise ValueError(f"generator norm must be none or cbn, got {norm!r}")
+        if norm == "cbn" and int(n_cond) < 1:
+            raise ValueError("class-conditional batch norm needs the number of conditions")
+        self.kernel, self.norm, self.n_cond = int(kernel), norm, int(n_cond)
         c = self.out_shape[0]
         self.ch = [4 * int(channels), 2 * int(channels), int(channels), c]
         super().__init__([])
+        if norm == "cbn":
+            for i, w in enumerate(self.ch[:-1]):  # per-condition running moments (buffers: not protected)
+                self.register_buffer(f"cbn{i}_mean", torch.zeros(self.n_cond, w))
+                self.register_buffer(f"cbn{i}_var", torch.ones(self.n_cond, w))
 
     def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
-        ch = self.ch
+        ch, k = self.ch, self.kernel
         meta = [ParamMeta("fc.weight", 0, "weight", (ch[0] * 16, self.in_dim), 0, 1),
                 ParamMeta("fc.bias", 0, "bias", (ch[0] * 16,), 0, None)]
         for i, (cin, cout) in enumerate(zip(ch[:-1], ch[1:])):
-            meta += [ParamMeta(f"deconv{i}.weight", i + 1, "weight", (cin, cout, 4, 4), 1, 0),
+            meta += [ParamMeta(f"deconv{i}.weight", i + 1, "weight", (cin, cout, k, k), 1, 0),
                      ParamMeta(f"deconv{i}.bias", i + 1, "bias", (cout,), 0, None)]
+        if self.norm == "cbn":  # after the protected layers, so the layout of the others is unchanged
+            for i, w in enumerate(ch[:-1]):
+                meta += [ParamMeta(f"cbn{i}.scale", i, "weight", (self.n_cond, w), 1, None, maskable=False,
+                                   init="ones"),
+                         ParamMeta(f"cbn{i}.offset", i, "bias", (self.n_cond, w), 1, None, maskable=False,
+                                   init="zeros")]
         return meta
+
+    def _cbn(self, x: Tensor, i: int, scale: Tensor, offset: Tensor, cond: Tensor | None,
+             batch_stats: bool, eps: float = 1e-5, momentum: float = 0.1) -> Tensor:
+        """Class-conditional batch norm of ``x`` ``[B, C, H, W]``: moments per condition (batch or running)."""
+        if cond is None:
+            raise ValueError("class-conditional batch norm needs the condition of every row")
+        rmean, rvar = getattr(self, f"cbn{i}_mean"), getattr(self, f"cbn{i}_var")
+        if batch_stats:
+            onehot = torch.eye(self.n_cond, device=x.device, dtype=x.dtype).index_select(0, cond)  # [B, K]
+            per = x.shape[2] * x.shape[3]
+            count = onehot.sum(0) * per                                      # [K]
+            s1 = onehot.t() @ x.sum((2, 3))                                  # [K, C]
+            mean_k = s1 / count.clamp_min(1.0).unsqueeze(1)
+            mean = mean_k.index_select(0, cond)[:, :, None, None]
+            var_k = onehot.t() @ (x - mean).pow(2).sum((2, 3)) / count.clamp_min(1.0).unsqueeze(1)
+            var = var_k.index_select(0, cond)[:, :, None, None]
+            with torch.no_grad():  # running moments of the conditions present (unbiased variance, as torch)
+                seen = (count > 0).unsqueeze(1).to(x.dtype)
+                unbiased = var_k * (count / (count - 1).clamp_min(1.0)).unsqueeze(1)
+                rmean.mul_(1 - momentum * seen).add_(momentum * seen * mean_k.detach())
+                rvar.mul_(1 - momentum * seen).add_(momentum * seen * unbiased.detach())
+        else:
+            mean = rmean.index_select(0, cond)[:, :, None, None]
+            var = rvar.index_select(0, cond)[:, :, None, None]
+        xn = (x - mean) * torch.rsqrt(var + eps)
+        return xn * scale.index_select(0, cond)[:, :, None, None] + offset.index_select(0, cond)[:, :, None, None]
 
     def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
                  batch_stats: bool) -> Tensor:
-        x = F.relu(F.linear(h, w[0], w[1])).view(-1, self.ch[0], 4, 4)
         n = len(self.ch) - 1
-        for i in range(n):
-            x = F.conv_transpose2d(x, w[2 + 2 * i], w[3 + 2 * i], stride=2, padding=1)
-            if i < n - 1:
+        cbn = w[2 + 2 * n:] if self.norm == "cbn" else None
+        x = F.linear(h, w[0], w[1]).view(-1, self.ch[0], 4, 4)
+        pad, opad = (1, 0) if self.kernel == 4 else (2, 1)
+        for i in range(n + 1):
+            if i > 0:
+                x = F.conv_transpose2d(x, w[2 * i], w[2 * i + 1], stride=2, padding=pad, output_padding=opad)
+            if i < n:
+                if cbn is not None:
+                    x = self._cbn(x, i, cbn[2 * i], cbn[2 * i + 1], cond, batch_stats)
                 x = F.relu(x)
         return x
 
@@ -309,12 +368,15 @@ BODIES = ("mlp", "conv", "dcgan")
 
 
 def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[int], act: str = "relu",
-               channels: int = 64, ngf: int = 6) -> Body:
-    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan``)."""
+               channels: int = 64, ngf: int = 6, *, kernel: int = 4, norm: str = "none", n_cond: int = 0) -> Body:
+    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan``); ``kernel``,
+    ``norm`` (``none`` | ``cbn``: class-conditional batch norm over ``n_cond`` conditions): conv only."""
+    if arch != "conv" and (norm != "none" or int(kernel) != 4):
+        raise ValueError(f"generator kernel / class-conditional batch norm are options of arch=conv, not {arch!r}")
     if arch == "mlp":
         return MLPBody(in_dim, shape, hidden, act)
     if arch == "conv":
-        return ConvBody(in_dim, shape, channels)
+        return ConvBody(in_dim, shape, channels, kernel, norm, n_cond)
     if arch == "dcgan":
         return DCGANBody(in_dim, shape, ngf)
     raise ValueError(f"unknown generator arch {arch!r} (choose from {', '.join(BODIES)})")

@@ -101,10 +101,15 @@ class _Masks(Protection):
 
     # -- storage ---------------------------------------------------------------------------
     def _setup(self, meta: Sequence[ParamMeta]) -> None:
+        if not self._mask_shapes(meta):  # nothing to mask would leave the generator unprotected, silently
+            raise ValueError(f"memory.protection={self.name} finds nothing to mask in this generator "
+                             f"({'units of growable layers: use arch=dcgan or mlp' if self.name == 'dgm_a' else 'no maskable weights'})")
         self.params = nn.ParameterList([nn.Parameter(torch.empty(*m.shape)) for m in meta])
         with torch.no_grad():
             for p, m in zip(self.params, meta):
-                if p.dim() >= 2 and self.init == "xavier":
+                if m.init is not None:  # normalisation scales / offsets
+                    nn.init.ones_(p) if m.init == "ones" else nn.init.zeros_(p)
+                elif p.dim() >= 2 and self.init == "xavier":
                     nn.init.xavier_uniform_(p, gain=self.init_gain)  # official weights_init_g (DGMw)
                 elif p.dim() >= 2:
                     nn.init.normal_(p, 0.0, 0.02)  # official DGMa init

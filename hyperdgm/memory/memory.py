@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hooks import protected_step
+from .alignment import ALIGNMENT_DEFAULTS
 from .bodies import build_body
 from .protection import Blocks, Protection, Snapshot, build_protection
 from .replay_models import ReplayModel, build_replay_model, fused_adam
@@ -37,11 +38,14 @@ DEFAULT_CFG: dict[str, Any] = {
     "dec_hidden": [250, 350],  # decoder / generator (mlp)
     "activation": "relu",      # hidden activation of MLP decoder / encoder
     "conv_channels": 64,       # base width of the conv nets (4c, 2c, c)
+    "conv_kernel": 4,          # conv generator's transposed-conv kernel: 4 (k4 s2 p1) | 5 (MeRGAN's k5 s2, TF SAME)
+    "body_norm": "none",       # conv generator: none | cbn (class-conditional batch norm, per-condition scale/offset)
+    "cond_input": True,        # the one-hot condition is concatenated to z (false: only cbn tells the condition)
     "ngf": 6,                  # base width of the dcgan generator (4ngf, 2ngf, ngf)
     "cond_dim": 100,           # one-hot condition size (hypercl: 100); at least the number of conditions is used
     "lr": 0.001,               # decoder weights / hnet theta, and encoder
     "emb_lr": 0.001,           # current task embedding (hnet, DGM masks)
-    "protection": "hnet",      # hnet | replay | none | dgm_w | dgm_a
+    "protection": "hnet",      # hnet | replay | none | dgm_w | dgm_a | alignment | ewc | si
     "beta": 0.01,
     "lookahead": True,
     "tasks_per_step": None,
@@ -54,11 +58,13 @@ DEFAULT_CFG: dict[str, Any] = {
     "acgan": {"lr_d": 0.002, "lr_g": 0.002, "betas": [0.5, 0.999], "n_critic": 1, "gp": 1.0, "ndf": 32,
               "d_norm": "batch", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
     # DGM masks (Ostapenko et al. 2019); defaults: the official MNIST DGMw config
+    # MeRGAN's replay alignment (protection=alignment): lambda_RA (MNIST 1e-3, SVHN 1e-2), shared noise per step
+    "alignment": dict(ALIGNMENT_DEFAULTS),
     "dgm": {"smax": 10000.0, "lamb": 0.08, "anneal": "paper", "thres_cosh": 50.0, "expand": True,
             "init_gain": 1.4142135623730951, "expand_std": 0.02, "expand_init": "normal", "init": "xavier"},
 }
 
-_NESTED = ("hnet", "gan", "acgan", "dgm")
+_NESTED = ("hnet", "gan", "acgan", "dgm", "alignment")
 
 
 def _plain(x: Any) -> Any:
@@ -91,14 +97,19 @@ def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError(f"only gan.loss=lsgan is implemented, got {out['gan']['loss']!r}")
     if out["condition"] not in ("task", "class"):
         raise ValueError(f"memory.condition must be task or class, got {out['condition']!r}")
+    if not isinstance(out["cond_input"], bool):
+        raise ValueError(f"memory.cond_input must be true or false, got {out['cond_input']!r}")
+    if not out["cond_input"] and out["body_norm"] != "cbn":
+        raise ValueError("memory.cond_input=false leaves the generator unconditioned: it needs memory.body_norm=cbn "
+                         "(class-conditional batch norm tells it the condition)")
     return out
 
 
 class GenerativeMemory(nn.Module):
     """Conditional replay model whose generator weights are owned by a :class:`Protection`.
 
-    The body reads ``z ++ onehot(cond, cond_dim)``, ``cond`` a task id or a class label
-    (``condition``); ``cond_dim = max(cfg.cond_dim, number of conditions)``. ``task_classes`` maps a
+    The body reads ``z ++ onehot(cond, cond_dim)`` (``cond_input``; else ``z`` alone and the body's
+    class-conditional batch norm is told ``cond``), ``cond`` a task id or a class label (``condition``); ``cond_dim = max(cfg.cond_dim, number of conditions)``. ``task_classes`` maps a
     task to its (global) classes, for ``condition=class``. Optimizers (Adam) are rebuilt in
     :meth:`begin_task`.
     """
@@ -119,8 +130,11 @@ class GenerativeMemory(nn.Module):
         self.latent_dim = int(c["latent_dim"])
         self.cond_dim = max(int(c["cond_dim"]), n_cond)
         self.model_type: str = c["model"]
-        self.body = build_body(c["arch"], self.latent_dim + self.cond_dim, self.input_shape, c["dec_hidden"],
-                               c["activation"], int(c["conv_channels"]), int(c["ngf"]))
+        self.cond_input = bool(c["cond_input"])
+        in_dim = self.latent_dim + (self.cond_dim if self.cond_input else 0)
+        self.body = build_body(c["arch"], in_dim, self.input_shape, c["dec_hidden"], c["activation"],
+                               int(c["conv_channels"]), int(c["ngf"]), kernel=int(c["conv_kernel"]),
+                               norm=str(c["body_norm"]), n_cond=self.cond_dim)
         self.model: ReplayModel = build_replay_model(c, self.input_shape, self.cond_dim, c["arch"] if c["arch"] != "dcgan" else "conv",
                                                      self.n_classes)
         self.protection: Protection = build_protection(c["protection"], c)
@@ -176,10 +190,12 @@ class GenerativeMemory(nn.Module):
                batch_stats: bool = False) -> Tensor:
         """Body logits ``[N, C, H, W]`` for ``z`` ``[N, latent]`` and conditions ``cond`` ``[N]`` whose rows
         are grouped by ``blocks`` (``(task, count)``), with ``weights[i]`` for block ``i``."""
-        eye = torch.eye(self.cond_dim, device=z.device, dtype=z.dtype)  # (F.one_hot syncs on CUDA)
-        h = torch.cat([z, eye.index_select(0, cond)], dim=1)
+        h = z
+        if self.cond_input:
+            eye = torch.eye(self.cond_dim, device=z.device, dtype=z.dtype)  # (F.one_hot syncs on CUDA)
+            h = torch.cat([z, eye.index_select(0, cond)], dim=1)
         if self.protection.shared_weights and not self.body.per_task_modules:
-            return self.body(h, weights[0])
+            return self.body(h, weights[0], cond=cond, batch_stats=batch_stats)
         outs, s = [], 0
         for (t, n), w in zip(blocks, weights):
             outs.append(self.body(h[s:s + n], w, task_id=t, cond=cond[s:s + n],

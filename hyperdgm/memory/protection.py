@@ -13,7 +13,8 @@ A protection sees the memory through a narrow :class:`GeneratorView` (generate w
 the snapshot of the generator as the task began, the step schedule), never its internals.
 
 Implementations: ``hnet`` (hypernetwork + output regulariser), ``replay`` (DGR-style self-replay
-from the snapshot), ``none``, and DGM's ``dgm_w`` / ``dgm_a`` (:mod:`.dgm`). Register new ones
+from the snapshot), ``none``, DGM's ``dgm_w`` / ``dgm_a`` (:mod:`.dgm`), MeRGAN's replay
+``alignment`` (:mod:`.alignment`) and ``ewc`` / ``si`` (:mod:`.consolidation`). Register new ones
 with :func:`register_protection`.
 
 Protections are ``nn.Module`` s (parameters move and save with the memory); non-parameter state
@@ -41,9 +42,13 @@ Blocks = list[tuple[int, int]]  # (task id, number of samples), batch rows order
 ReplayData = tuple[Tensor, Tensor, Blocks, float]  # images, conditions, blocks, weight of the replay loss
 
 
-def _init_(p: Tensor) -> None:
-    """hypercl init: Xavier-uniform for matrices / kernels, zeros for vectors."""
-    if p.dim() >= 2:
+def _init_(p: Tensor, meta: ParamMeta | None = None) -> None:
+    """hypercl init: Xavier-uniform for matrices / kernels, zeros for vectors; ``meta.init`` overrides."""
+    if meta is not None and meta.init is not None:
+        if meta.init not in ("ones", "zeros"):
+            raise ValueError(f"{meta.name}: unknown init {meta.init!r}")
+        nn.init.ones_(p) if meta.init == "ones" else nn.init.zeros_(p)
+    elif p.dim() >= 2:
         nn.init.xavier_uniform_(p)
     else:
         nn.init.zeros_(p)
@@ -76,6 +81,8 @@ class GeneratorView(Protocol):
     device: torch.device
     latent_dim: int
     snapshot: Snapshot | None
+    condition: str                  # "class" | "task": what the generator's condition is
+    task_classes: list[list[int]]   # the classes (conditions, for condition=class) of every task
 
     def generate(self, blocks: Blocks, *, weights: Sequence[Sequence[Tensor]] | None = None,
                  cond: Tensor | None = None, z: Tensor | None = None,
@@ -180,8 +187,8 @@ class OwnWeights(Protection):
 
     def _setup(self, meta: Sequence[ParamMeta]) -> None:
         self.params = nn.ParameterList([nn.Parameter(torch.empty(*m.shape)) for m in meta])
-        for p in self.params:
-            _init_(p.data)
+        for p, m in zip(self.params, meta):
+            _init_(p.data, m)
 
     def weights(self, task_ids: Sequence[int], *, delta: Sequence[Tensor] | None = None) -> list[list[Tensor]]:
         w = list(self.params) if delta is None else [p + d for p, d in zip(self.params, delta)]
@@ -389,7 +396,7 @@ for _cls in (HnetProtection, SharedHnetProtection, ReplayProtection, NoProtectio
 
 def build_protection(name: str, cfg: Mapping[str, Any]) -> Protection:
     """Instantiate the protection ``name`` (its ``setup`` is called by the memory)."""
-    from . import dgm  # noqa: F401  (registers dgm_w / dgm_a)
+    from . import alignment, dgm  # noqa: F401  (registers alignment, dgm_w / dgm_a)
 
     try:
         cls = PROTECTIONS[name]

@@ -8,6 +8,7 @@ from .baselines import Finetune, Joint
 from .consolidation import EWCMethod, SIMethod
 from .dgm import DGM
 from .hnet import HNet, HNetEnt
+from .mergan import MeRGAN
 from .replay import DGR, DGRConditional, HNetR, ReplayUB
 from .tir import HNetTIR
 
@@ -20,7 +21,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, DGRConditional, ReplayUB, DGM):
+for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, DGRConditional, ReplayUB, DGM, MeRGAN):
     register(_cls)
 
 

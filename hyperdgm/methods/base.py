@@ -34,6 +34,9 @@ class Method(nn.Module):
     scenarios: ClassVar[frozenset[str]] = frozenset({"cl1", "cl2", "cl3", "cil"})
     #: Whether ``method.lr_schedule`` can drive it (:meth:`scheduled_optimizers` returns its optimizers).
     lr_schedulable: ClassVar[bool] = False
+    #: The run's directory (set by the trainer before :meth:`setup`; ``None`` outside a run): a place to
+    #: cache what a method derives from the data alone (MeRGAN's evaluator).
+    run_dir: Any = None
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()

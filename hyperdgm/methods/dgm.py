@@ -8,7 +8,11 @@ samples of every past class (class-balanced: the current batch weighs ``1/(t+1)`
 step (WGAN-GP critic, generator under its protection). The generator's protection is a config
 choice: ``dgm_w`` / ``dgm_a`` (DGMw / DGMa: learned binary masks with dynamic expansion, the
 paper), ``hnet`` (weights generated per task, output regularizer), ``replay`` (self-replay),
-``none``. Nothing here knows which.
+``none``, ``alignment`` (MeRGAN's replay alignment). Nothing here knows which.
+
+``classifier=separate`` trains a classifier of its own (the critic's architecture) on those batches
+instead of the auxiliary head, for GANs whose auxiliary head is part of the GAN's loss on current
+data only (MeRGAN, :mod:`.mergan`).
 
 ``shared_hnet=true`` (with ``memory.protection=hnet``): one hypernetwork generates the generator's
 body and the classifier's head (``Linear`` on the discriminator's features) together, one task
@@ -28,11 +32,13 @@ import math
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..hnet import OutputRegularizer
 from ..hooks import protected_step
 from ..memory import memory_config
+from ..memory.models import ACDiscriminator
 from ..memory.replay_models import fused_adam
 from .base import Method, count
 from .hnet import OutputRegHook, build_generator
@@ -45,6 +51,9 @@ DGM_DEFAULTS = dict(
     paper_eval_every=2,   # epochs between the a_n_paper evaluations (official: 2 for DGMw, 5 for DGMa)
     eval_batch_size=1000,
     shared_hnet=False,    # one hypernetwork for the generator and the classifier head (memory.protection=hnet)
+    classifier="aux",     # aux: the AC-GAN's auxiliary head classifies (DGM) | separate: a classifier of the
+                          # critic's architecture with its own weights, trained on the same class-balanced batches
+    classifier_lr=0.001,  # classifier=separate: its Adam (betas 0.9, 0.999), fresh per task
 )
 
 
@@ -73,7 +82,16 @@ class DGM(Method):
             if a["aux_weight"] or a["aux_g_weight"]:
                 raise ValueError("dgm shared_hnet=true: the classifier head is generated, so acgan.aux_weight and "
                                  "acgan.aux_g_weight (which train the discriminator's own head) must be 0")
+        if self.dcfg["classifier"] not in ("aux", "separate"):
+            raise ValueError(f"method.classifier must be aux or separate, got {self.dcfg['classifier']!r}")
+        self.separate = self.dcfg["classifier"] == "separate"
+        if self.separate and self.shared:
+            raise ValueError("dgm shared_hnet=true generates the auxiliary head: it needs method.classifier=aux")
         self.memory = build_memory(mcfg, benchmark, device)
+        if self.separate:  # the critic's trunk and head, own weights: the GAN's auxiliary head stays the GAN's
+            c = self.memory.cfg
+            self.clf = ACDiscriminator(tuple(benchmark.tasks[0].input_shape), self.memory.n_classes,
+                                       int(c["acgan"]["ndf"]), str(c["acgan"]["d_norm"])).to(device)
         if self.shared:
             c, aux = self.memory.cfg, self.memory.model.discriminator.aux
             head = [[aux.out_features, aux.in_features], [aux.out_features]]
@@ -99,6 +117,9 @@ class DGM(Method):
                            fused_adam([self.gen.task_embedding(task.id)], float(self.memory.cfg["emb_lr"]), betas,
                                       self.device)]
         self.memory.begin_task(task.id, schedule=(iters, self.ipe))
+        if self.separate:
+            self.clf_opt = fused_adam(self.clf.parameters(), float(self.dcfg["classifier_lr"]), (0.9, 0.999),
+                                      self.device)
         self.it = 0
         self._best: tuple[float, float] | None = None  # (val, test) at the best validation point
 
@@ -128,6 +149,13 @@ class DGM(Method):
                 o.zero_grad(set_to_none=True)
             cls = model.classifier_loss(xs, ys, n_cls, w, head=self._head(task_id))
             protected_step(cls, [model.opt, *self.h_opts], [self.reg_hook])
+            cls = cls.detach()
+        elif self.separate:
+            self.clf_opt.zero_grad(set_to_none=True)
+            ce = F.cross_entropy(self._clf_logits(xs, n_cls), ys, reduction="none")
+            cls = ce.mean() if w is None else (ce * w).sum() / w.sum()
+            cls.backward()
+            self.clf_opt.step()
             cls = cls.detach()
         else:
             cls = mem.model.classifier_step(xs, ys, n_cls, w)
@@ -173,9 +201,15 @@ class DGM(Method):
         """The classifier head ``[W, b]`` the shared hypernetwork generates for ``task_id``."""
         return self.gen.split(self.gen.flat([task_id])[0])[0]
 
+    def _clf_logits(self, x: Tensor, n_classes: int) -> Tensor:
+        """The separate classifier's logits over the first ``n_classes`` classes (``x`` in ``[0, 1]``)."""
+        return self.clf.aux(self.clf.features(x))[:, :n_classes]
+
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
         n = self.scenario.n_seen_classes(self.n_seen)
+        if self.separate:
+            return self._clf_logits(self.pixels.to_unit(x), n)
         head = self._head(self.n_seen - 1) if self.shared else None
         return self.memory.model.classify(self.pixels.to_unit(x), n, head)
 
@@ -183,8 +217,8 @@ class DGM(Method):
     def param_counts(self) -> dict[str, float]:
         m = self.memory.param_counts()
         out = {f"memory_{k}": v for k, v in m.items()}
-        out["classifier"] = float(count(self.memory.model.discriminator.parameters()))
-        out["trainable"] = m["trainable"]
+        out["classifier"] = float(count((self.clf if self.separate else self.memory.model.discriminator).parameters()))
+        out["trainable"] = m["trainable"] + (out["classifier"] if self.separate else 0.0)
         out["target"] = m["generator_target"]
         out["compression_ratio"] = m["compression_ratio"]
         out["stored_mask_bits"] = m["generator_stored"] if self.memory.protection.name.startswith("dgm") else 0.0
@@ -215,6 +249,8 @@ class DGM(Method):
         out = {"n_seen": self.n_seen, "memory": self.memory.checkpoint_state(), "a_n_paper": list(self.a_n_paper)}
         if self.shared:
             out["hnet"] = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
+        if self.separate:
+            out["classifier"] = {k: v.detach().clone() for k, v in self.clf.state_dict().items()}
         return out
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
@@ -224,6 +260,8 @@ class DGM(Method):
                 self.gen.add_task()
             self.gen.load_state_dict(state["hnet"])
         self.memory.load_checkpoint_state(state["memory"])
+        if self.separate:
+            self.clf.load_state_dict(state["classifier"])
         self.a_n_paper = [float(v) for v in state["a_n_paper"]]
 
 
