@@ -56,6 +56,12 @@ SHRINK: dict[str, list[str]] = {
             "method.memory.acgan.ndf=8", "method.n_replay=8", "method.memory.hnet.chunk_size=2000",
             "method.memory.hnet.hidden=[16,16]", "method.memory.hnet.chunk_emb_size=16",
             "method.memory.hnet.task_emb_size=16"],
+    "mergan": ["benchmark.pad=true", "trainer.iters_per_task=10", "trainer.batch_size=8",
+               "method.memory.conv_channels=4", "method.memory.acgan.ndf=8", "method.memory.acgan.n_critic=1",
+               "method.n_replay=8", "method.classifier_lr=0.01", "method.evaluator.hidden=[16]",
+               "method.evaluator.epochs=1", "method.evaluator.n_per_class=50", "method.memory.hnet.chunk_size=2000",
+               "method.memory.hnet.hidden=[16,16]", "method.memory.hnet.chunk_emb_size=16",
+               "method.memory.hnet.task_emb_size=16"],
 }
 
 METHOD_FILES = sorted(p.stem for p in (Path(CONF) / "method").glob("*.yaml"))
@@ -73,8 +79,10 @@ def _protection_of(name: str) -> str | None:
 
 def _refusal(method: str, protection: str | None) -> str | None:
     """What a protection the method cannot take is refused with (None: the combination must run)."""
-    if method == "dgm" and protection == "ewc":
-        return "memory.model=vae"  # EWC's Fisher needs a per-sample likelihood; DGM's AC-GAN has none
+    if method in ("dgm", "mergan") and protection == "ewc":
+        return "memory.model=vae"  # EWC's Fisher needs a per-sample likelihood; an AC-GAN has none
+    if method == "mergan" and protection == "dgm_a":
+        return "dgm_a"  # MeRGAN's conv generator with class-conditional batch norm has no units to mask
     return None
 
 
