@@ -41,6 +41,7 @@ class _Snapshot:
 
     def __init__(self, a: Tensor, h: Tensor, rows_last: int) -> None:
         self.a, self.h, self.rows_last = a, h, int(rows_last)
+        self.a_t = a.T.contiguous()  # the layout the penalty computes in (see _GramQuadratic)
         a64 = a.double()
         self.aa_head = (a64[:rows_last].T @ a64[:rows_last]).to(a.dtype)
         self.aa_tail = (a64[rows_last:].T @ a64[rows_last:]).to(a.dtype)
@@ -74,55 +75,60 @@ def _augment_hidden(h: Tensor, bias: bool) -> Tensor:
 class _GramQuadratic(torch.autograd.Function):
     """``sum_B <d_B^T d_B, S_hh^B> + 2 <d_B^T a_B, S_hu^B>`` over row blocks ``B`` of ``d = [W|b] + delta - a*``.
 
-    Gradients w.r.t. ``W``, ``b`` (through ``d``) and the small ``S`` matrices, written with two
-    matmuls per block straight into the gradient (no zero-filled slice gradients, no concatenation).
+    Computed on the transposed layout ``d^T`` ``[m, chunk_size]`` (``a*^T`` is stored so): with ``m`` ~ 11,
+    the products ``[m, N] @ [N, m]`` and ``[m, m] @ [m, N]`` run ~3x faster on a CPU than the same products
+    in ``[N, m]`` layout (measured: 4 vs 14 ms and 5.6 vs 15 ms at N = 42,000). Gradients w.r.t. ``W``, ``b``
+    (through ``d``) and the small ``S`` matrices, two matmuls per block.
     """
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, bias: Tensor | None, dw: Tensor | None, dbias: Tensor | None,
-                a: Tensor, rows_last: int, *s: Tensor) -> Tensor:
+                a_t: Tensor, rows_last: int, *s: Tensor) -> Tensor:
         n_h = weight.shape[1]
-        d = torch.empty_like(a)
-        torch.sub(weight, a[:, :n_h], out=d[:, :n_h])
+        d_t = torch.empty_like(a_t)
+        torch.sub(weight.T, a_t[:n_h], out=d_t[:n_h])
         if dw is not None:
-            d[:, :n_h] += dw
+            d_t[:n_h] += dw.T
         if bias is not None:
-            torch.sub(bias, a[:, n_h], out=d[:, n_h])
+            torch.sub(bias, a_t[n_h], out=d_t[n_h])
             if dbias is not None:
-                d[:, n_h] += dbias
+                d_t[n_h] += dbias
         blocks = [slice(0, rows_last), slice(rows_last, None)][: len(s) // 2]
         grams = []
-        total = a.new_zeros(())
-        for i, rows in enumerate(blocks):
-            db, ab = d[rows], a[rows]
-            g_dd, g_da = db.T @ db, db.T @ ab
+        total = a_t.new_zeros(())
+        for i, cols in enumerate(blocks):
+            db, ab = d_t[:, cols], a_t[:, cols]
+            g_dd, g_da = db @ db.T, db @ ab.T
             grams += [g_dd, g_da]
             total = total + (g_dd * s[2 * i]).sum() + 2 * (g_da * s[2 * i + 1]).sum()
-        ctx.save_for_backward(d, a, *s, *grams)
+        ctx.save_for_backward(d_t, a_t, *s, *grams)
         ctx.rows_last, ctx.n_h, ctx.has_bias = rows_last, n_h, bias is not None
         return total
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        d, a, *rest = ctx.saved_tensors
+        d_t, a_t, *rest = ctx.saved_tensors
         n = len(rest) // 2
         s, grams = rest[:n], rest[n:]
         blocks = [slice(0, ctx.rows_last), slice(ctx.rows_last, None)][: n // 2]
-        grad_d = torch.empty_like(d)
-        for i, rows in enumerate(blocks):
+
+        def block_grad(i: int, cols: slice) -> Tensor:  # (S_hh + S_hh^T) d_B^T + 2 S_hu a_B^T
             s_hh, s_hu = s[2 * i], s[2 * i + 1]
-            out = grad_d[rows]
-            torch.mm(d[rows], (s_hh + s_hh.T) * grad, out=out)
-            out.addmm_(a[rows], s_hu.T * (2 * grad))
-        if len(blocks) == 1 and ctx.rows_last < d.shape[0]:
-            # one chunk wider than the target: its unused rows get no gradient (empty_like left them garbage,
-            # and a non-finite row there turns every hidden gradient NaN)
-            grad_d[ctx.rows_last :].zero_()
+            return torch.addmm(((s_hh + s_hh.T) * grad) @ d_t[:, cols], s_hu * (2 * grad), a_t[:, cols])
+
+        if len(blocks) == 1 and ctx.rows_last >= d_t.shape[1]:
+            grad_d = block_grad(0, blocks[0])
+        else:
+            # zeros: with one chunk wider than the target its unused rows get no gradient (a garbage row
+            # there would turn every hidden gradient NaN)
+            grad_d = torch.zeros_like(d_t)
+            for i, cols in enumerate(blocks):
+                grad_d[:, cols] = block_grad(i, cols)
         grad_s: list[Tensor | None] = []
         for i in range(n // 2):
             grad_s += [grams[2 * i] * grad, grams[2 * i + 1] * (2 * grad)]
-        grad_w = grad_d[:, : ctx.n_h] if ctx.needs_input_grad[0] else None
-        grad_b = grad_d[:, ctx.n_h] if ctx.has_bias and ctx.needs_input_grad[1] else None
+        grad_w = grad_d[: ctx.n_h].T if ctx.needs_input_grad[0] else None
+        grad_b = grad_d[ctx.n_h] if ctx.has_bias and ctx.needs_input_grad[1] else None
         return (grad_w, grad_b, None, None, None, None, *grad_s)
 
 
@@ -142,7 +148,7 @@ def _gram_penalty(weight: Tensor, bias: Tensor | None, delta_w: Tensor | None, d
     for aa, hb, ub in blocks:
         s += [hb.T @ hb, hb.T @ ub]
         const = const + (aa * (ub.T @ ub)).sum()
-    return _GramQuadratic.apply(weight, bias, delta_w, delta_b, snap.a, snap.rows_last, *s) + const
+    return _GramQuadratic.apply(weight, bias, delta_w, delta_b, snap.a_t, snap.rows_last, *s) + const
 
 
 class OutputRegularizer:
