@@ -17,6 +17,8 @@ case $launcher in
   *) echo "launcher must be basic, joblib or ray, got $launcher" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-.venv/bin/python}
+# data root as `make` sets it: $HYPERDGM_DATA, else ../shared/data when present
+if [ -z "${HYPERDGM_DATA:-}" ] && [ -d ../shared/data ]; then export HYPERDGM_DATA="$(cd ../shared/data && pwd)"; fi
 exec "$PYTHON" -m hyperdgm.run --multirun experiment=splitmnist_hnet hnet_size=xs,s,m,l trainer.iters_per_task=300 \
   threads=1 trainer.progress=false "tracking.uri=$uri" "${extra[@]}" \
   "hydra.sweep.dir=runs/sweep_demo/$launcher/$(date +%Y%m%d-%H%M%S)-$$" "$@"
