@@ -1,0 +1,121 @@
+"""Replay spaces: what a generative memory models, and where its samples enter the classifier.
+
+* :class:`PixelSpace` (``memory.space=pixels``): images in ``[0, 1]`` (Bernoulli likelihood); a
+  task's normalised inputs are mapped to ``[0, 1]`` for the memory and replayed images back.
+* :class:`FeatureSpace` (``memory.space=features``, ``memory.layer=k``): the classifier's
+  features after layer ``k`` (Gaussian likelihood); replayed features enter the classifier after
+  layer ``k`` (latent replay; van de Ven, Siegelmann & Tolias 2020's internal replay).
+
+A space's ``classify(net, x)`` runs a classifier from the space's entry point, so the same replay
+loss serves both. The memory stays unaware of the space: it is built for ``space.shape`` with
+``space.likelihood``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..data.tensors import DATASET_STATS
+
+__all__ = ["ReplaySpace", "PixelSpace", "FeatureSpace", "SPACES", "DRIFTS"]
+
+SPACES = ("pixels", "features")
+#: How the feature extractor's drift is handled in feature space: nothing, layers 1..k frozen after
+#: the first task, or a feature-distillation term towards the classifier before the task.
+DRIFTS = ("none", "freeze", "align")
+
+#: The range of each activation's output: replayed features (a Gaussian's mean) are projected onto it.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "relu": (0.0, None), "elu": (-1.0, None), "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "leaky_relu": (None, None),
+}
+
+
+class ReplaySpace:
+    """Base class. ``layer``: the classifier layer after which samples enter (0: the input)."""
+
+    name: ClassVar[str] = "base"
+    likelihood: ClassVar[str] = "bernoulli"
+    layer: int = 0
+    shape: tuple[int, ...] = ()
+
+    def to_memory(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """A batch of the task's inputs -> what the memory models (no grad)."""
+        raise NotImplementedError
+
+    def to_input(self, m: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Memory samples -> what the classifier reads at its entry point."""
+        raise NotImplementedError
+
+    def classify(self, net: Any, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Logits of ``net`` run from the entry point on ``x`` (a :meth:`to_input` result)."""
+        raise NotImplementedError
+
+
+class PixelSpace(ReplaySpace):
+    """Maps a task's normalised inputs to ``[0, 1]`` and back (identity for unit-normalised data)."""
+
+    name = "pixels"
+    likelihood = "bernoulli"
+
+    def __init__(self, task: Any, device: torch.device) -> None:
+        self.shape = tuple(int(s) for s in task.input_shape)
+        self.identity = task.normalize == "unit"
+        if not self.identity:
+            mean, std = DATASET_STATS[task.dataset]
+            self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        return x if self.identity else (x * self.std + self.mean).clamp(0, 1)
+
+    def from_unit(self, x: Tensor) -> Tensor:
+        return x if self.identity else (x - self.mean) / self.std
+
+    def to_memory(self, x: Tensor) -> Tensor:
+        return self.to_unit(x)
+
+    def to_input(self, m: Tensor) -> Tensor:
+        return self.from_unit(m)
+
+    def classify(self, net: Any, x: Tensor) -> Tensor:
+        return net(x)
+
+
+class FeatureSpace(ReplaySpace):
+    """The features of a classifier (a :class:`~hyperdgm.nets.TargetNet`) after layer ``k``.
+
+    ``net`` is the live classifier: the memory learns the features the extractor gives *now*
+    (see ``memory.drift`` for what keeps them valid later). :meth:`to_input` projects a Gaussian
+    sample onto the range of the layer's activation (ReLU features are never negative).
+    """
+
+    name = "features"
+    likelihood = "gaussian"
+
+    def __init__(self, net: Any, layer: int, act: str = "relu") -> None:
+        net.check_split(layer)
+        self.__dict__["net"] = net
+        self.layer = int(layer)
+        self.shape = (net.feature_dim(self.layer),)
+        # ZenkeNet's cut points all follow a ReLU (max-pool and dropout keep the sign)
+        self.act = "relu" if net.arch == "zenke" else str(act).lower()
+        self.lo, self.hi = _RANGES.get(self.act, (None, None))
+
+    @torch.no_grad()
+    def to_memory(self, x: Tensor) -> Tensor:
+        was = self.net.training
+        self.net.eval()  # the features themselves, without dropout noise
+        try:
+            return self.net.features(x, self.layer)
+        finally:
+            self.net.train(was)
+
+    def to_input(self, m: Tensor) -> Tensor:
+        if self.lo is None and self.hi is None:
+            return m
+        return m.clamp(self.lo, self.hi)
+
+    def classify(self, net: Any, x: Tensor) -> Tensor:
+        return net.head(x, self.layer)
