@@ -182,3 +182,23 @@ def test_bad_latent_config_is_refused_in_one_line(tmp_path, overrides, msg):
 def test_resnet_has_no_split():
     with pytest.raises(ValueError, match="net.arch=resnet32 has no feature/head split"):
         TargetNet("resnet32", (3, 32, 32), 4).check_split(1)
+
+
+def test_feedback_encoder_is_the_classifiers_path(bench):
+    """memory.encoder=classifier (BI-R-like): the VAE encodes through the classifier's layers above k, so its
+    loss reaches them (not the frozen-or-detached layers up to k); the memory owns only the map to (mu, logvar)."""
+    from hyperdgm.methods.replay import train_memory_step
+
+    m = tiny_method(bench, "hnet_lr", layer=1, drift="none", encoder="classifier")
+    assert sum(p.numel() for p in m.memory.encoder.parameters()) == 16 * 2 * 8 + 2 * 8  # Linear(16 -> 2 x latent)
+    m.plan_task(2, 16)
+    m.begin_task(bench.tasks[0])
+    x, y = bench.tasks[0].batch("train", torch.arange(16))
+    m.opt.zero_grad(set_to_none=True)
+    train_memory_step(m.memory, m.space, x, 0, {})
+    w1, b1, w2 = list(m.net.parameters())[:3]
+    assert w1.grad is None and w2.grad is not None and w2.grad.abs().sum() > 0
+    out = m.step(x, y, 0)
+    assert "memory/recon" in out and "loss_current" in out
+    with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=2"):
+        tiny_method(bench, "hnet_lr", layer=2, encoder="classifier")

@@ -15,16 +15,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.tensors import DATASET_STATS
 
-__all__ = ["ReplaySpace", "PixelSpace", "FeatureSpace", "SPACES", "DRIFTS"]
+__all__ = ["ReplaySpace", "PixelSpace", "FeatureSpace", "ClassifierTrunk", "SPACES", "DRIFTS", "ENCODERS"]
 
 SPACES = ("pixels", "features")
 #: How the feature extractor's drift is handled in feature space: nothing, layers 1..k frozen after
 #: the first task, or a feature-distillation term towards the classifier before the task.
 DRIFTS = ("none", "freeze", "align")
+#: The feature VAE's encoder: its own MLP, or the classifier's layers above ``k`` (BI-R-like feedback path).
+ENCODERS = ("own", "classifier")
 
 #: The range of each activation's output: replayed features (a Gaussian's mean) are projected onto it.
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -119,3 +121,25 @@ class FeatureSpace(ReplaySpace):
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
         return net.head(x, self.layer)
+
+
+class ClassifierTrunk(nn.Module):
+    """The classifier's layers ``k+1 .. L-1`` (its head without the output layer) as a VAE encoder trunk:
+    the encoder of a BI-R-like memory *is* the classifier's feed-forward path above layer ``k``, and the
+    generator its feedback path. The classifier is referenced, not owned (its weights are the classifier's:
+    they are neither saved nor optimised with the memory), so the VAE loss reaches them only when the
+    method steps the classifier after the memory (``memory.encoder=classifier``)."""
+
+    def __init__(self, net: Any, layer: int) -> None:
+        super().__init__()
+        if net.arch != "mlp":
+            raise ValueError(f"memory.encoder=classifier needs net.arch=mlp, got {net.arch}")
+        if layer >= net.split_points:
+            raise ValueError(f"memory.encoder=classifier needs a hidden layer above memory.layer={layer} "
+                             f"(the net has {net.split_points}): use a smaller memory.layer")
+        self.__dict__["net"] = net
+        self.layer = int(layer)
+        self.out_features = int(net.feature_dim(net.split_points))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net.hidden_from(h, self.layer)

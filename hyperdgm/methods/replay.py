@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..memory import GenerativeMemory
-from ..memory.spaces import DRIFTS, SPACES, FeatureSpace, PixelSpace, ReplaySpace
+from ..memory.models import Encoder
+from ..memory.spaces import DRIFTS, ENCODERS, SPACES, ClassifierTrunk, FeatureSpace, PixelSpace, ReplaySpace
 from ..profiling import region
 from .base import ClassifierMethod
 
@@ -55,7 +56,7 @@ REPLAY_DEFAULTS = dict(
 )
 
 #: The memory keys that say where the memory sits (read by the method, not by the memory itself).
-SPACE_DEFAULTS: dict[str, Any] = dict(space="pixels", layer=None, drift="none", align_weight=1.0)
+SPACE_DEFAULTS: dict[str, Any] = dict(space="pixels", layer=None, drift="none", align_weight=1.0, encoder="own")
 
 
 def space_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -66,8 +67,11 @@ def space_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[st
         raise ValueError(f"memory.space must be one of {', '.join(SPACES)}, got {sc['space']!r}")
     if sc["drift"] not in DRIFTS:
         raise ValueError(f"memory.drift must be one of {', '.join(DRIFTS)}, got {sc['drift']!r}")
-    if sc["space"] == "pixels" and (sc["layer"] is not None or sc["drift"] != "none"):
-        raise ValueError("memory.layer and memory.drift apply to memory.space=features (pixel replay has neither)")
+    if sc["encoder"] not in ENCODERS:
+        raise ValueError(f"memory.encoder must be one of {', '.join(ENCODERS)}, got {sc['encoder']!r}")
+    if sc["space"] == "pixels" and (sc["layer"] is not None or sc["drift"] != "none" or sc["encoder"] != "own"):
+        raise ValueError("memory.layer, memory.drift and memory.encoder apply to memory.space=features "
+                         "(pixel replay has none of them)")
     if sc["space"] == "features" and sc["layer"] is None:
         raise ValueError("memory.space=features needs memory.layer=k (the classifier layer whose output is replayed)")
     w = sc["align_weight"]
@@ -190,6 +194,17 @@ class ReplayClassifier(ClassifierMethod):
                 self.class_offsets = torch.tensor(benchmark.class_offsets, device=device)
             if not self.conditional and scenario.task_id_given and self.rcfg["cl1_heads"] == "own":
                 raise ValueError("an unconditional memory's samples have no task: CL1 needs method.replay.cl1_heads=previous")
+        self.feedback = self.scfg["encoder"] == "classifier"
+        if self.feedback:
+            self.share_encoder()
+
+    def share_encoder(self) -> None:
+        """``memory.encoder=classifier`` (BI-R-like): the VAE's encoder is the classifier's layers above ``k``
+        plus the memory's own linear map to ``(mu, logvar)``; the generator is the feedback path."""
+        model = self.memory.model
+        if getattr(model, "encoder", None) is None:
+            raise ValueError("memory.encoder=classifier needs memory.model=vae")
+        model.encoder = Encoder(ClassifierTrunk(self.net, self.layer), self.memory.latent_dim).to(self.device)
 
     # -- lifecycle -----------------------------------------------------------------------
     def begin_task(self, task) -> None:
@@ -283,8 +298,13 @@ class ReplayClassifier(ClassifierMethod):
 
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
+        out: dict[str, Tensor] = {}
+        if self.train_memory and self.feedback:
+            # BI-R-like: the memory steps first, so the gradient of its VAE loss, which reaches the classifier's
+            # layers its encoder shares, joins the classifier's own in the classifier's step below
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
         loss = self.loss(x, y, task_id)
-        out = {"loss_current": loss.detach()}
+        out["loss_current"] = loss.detach()
         if task_id > 0:
             with region("replay"):
                 xr, ids = self.replay_inputs(task_id)
@@ -298,7 +318,7 @@ class ReplayClassifier(ClassifierMethod):
                 out["loss_align"] = al.detach()
         out["loss"] = loss.detach()
         self.regularized_step(loss, out)
-        if self.train_memory:
+        if self.train_memory and not self.feedback:
             train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
         return out
 
