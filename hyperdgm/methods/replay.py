@@ -126,6 +126,7 @@ def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.de
         classes = [[0] for _ in benchmark.tasks]
     mem = GenerativeMemory(mcfg, shape, benchmark.n_tasks, task_classes=classes).to(device)
     mem.conditional = conditional
+    mem.space = space  # what it models (None: pixels); protections that read the task's data map it with it
     return mem
 
 
@@ -372,7 +373,7 @@ class HNetLR(HNetR):
     about the extractor's drift is ``memory.drift`` (none | freeze | align)."""
 
     name = "hnet_lr"
-    memory_defaults = {"space": "features", "layer": 1, "drift": "freeze"}
+    memory_defaults = {"space": "features", "layer": 1, "drift": "none"}
 
 
 class DGR(ReplayClassifier):
