@@ -202,3 +202,14 @@ def test_feedback_encoder_is_the_classifiers_path(bench):
     assert "memory/recon" in out and "loss_current" in out
     with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=2"):
         tiny_method(bench, "hnet_lr", layer=2, encoder="classifier")
+
+
+def test_hnet_lr_freeze_resume_equals_uninterrupted(tmp_path):
+    """A checkpoint taken after the first task comes back with the extractor frozen (same numbers)."""
+    from .helpers import assert_resume_equals_uninterrupted
+
+    assert_resume_equals_uninterrupted(
+        tmp_path, tmp_path, "method=hnet_lr", "benchmark=synthetic", "benchmark.n_tasks=3", "benchmark.train_limit=200",
+        "benchmark.net.hidden=[32,16]", "trainer.iters_per_task=15", "tracking=none", "method.memory.drift=freeze",
+        "method.memory.enc_hidden=[16]", "method.memory.dec_hidden=[16]", "method.memory.latent_dim=4",
+        "method.memory.hnet.chunk_size=1000", "method.memory.hnet.hidden=[8]", "method.replay.n_replay=16")
