@@ -158,7 +158,7 @@ PRESET_VALUES: dict[str, dict] = {
                            "method.lr": 0.001, "method.memory.dec_hidden": [250, 350], "method.memory.beta": 0.01,
                            "method.memory.space": "features", "method.memory.layer": 1,
                            "method.memory.drift": "freeze", "method.memory.likelihood": "gaussian",
-                           "method.memory.gaussian_std": 1.0},
+                           "method.memory.gaussian_std": 0.3},
     "splitcifar10_hnet_lr": {**_ITERS, **S_VAE, **REPLAY, "trainer.iters_per_task": 2000,
                              "benchmark.name": "split_cifar10", "benchmark.net.arch": "zenke",
                              "method.name": "hnet_lr", "scenario.name": "cl3", "method.memory.space": "features",

@@ -23,8 +23,8 @@ or ``features`` with ``memory.layer=k``: the memory models the classifier's feat
 ``memory.drift`` says what keeps old latent memories valid while the extractor learns on:
 ``none``, ``freeze`` (layers ``1..k`` frozen after the first task, as brain-inspired replay's
 pre-trained convolutional layers) or ``align`` (``memory.align_weight`` x the squared distance
-between the features of the current inputs under the classifier and under the classifier before
-the task).
+between the feature vectors of the current inputs under the classifier and under the classifier
+before the task).
 """
 from __future__ import annotations
 
@@ -284,11 +284,12 @@ class ReplayClassifier(ClassifierMethod):
 
     # -- training ------------------------------------------------------------------------
     def align_loss(self, x: Tensor) -> Tensor:
-        """``memory.drift=align``: mean squared distance between the features after layer ``k`` of the
-        current inputs under the classifier and under the classifier before the task."""
+        """``memory.drift=align``: squared Euclidean distance between the feature vectors after layer ``k``
+        of the current inputs under the classifier and under the classifier before the task, batch mean.
+        (Summed over the features: a per-element mean was too weak to hold them, measured on validation.)"""
         with torch.no_grad():
             old = self.teacher.features(x, self.layer)
-        return F.mse_loss(self.net.features(x, self.layer), old)
+        return (self.net.features(x, self.layer) - old).pow(2).sum(1).mean()
 
     def memory_conditions(self, y: Tensor, task_id: int) -> Tensor | None:
         """The memory's condition of each current sample: its global class for a class-conditioned memory,
