@@ -35,24 +35,25 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 
 
 class ReplaySpace:
-    """Base class. ``layer``: the classifier layer after which samples enter (0: the input)."""
+    """Base class, and the plain input space (inputs as the data gives them, read by the whole net).
+    ``layer``: the classifier layer after which samples enter (0: the input)."""
 
-    name: ClassVar[str] = "base"
+    name: ClassVar[str] = "input"
     likelihood: ClassVar[str] = "bernoulli"
     layer: int = 0
     shape: tuple[int, ...] = ()
 
-    def to_memory(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def to_memory(self, x: Tensor) -> Tensor:
         """A batch of the task's inputs -> what the memory models (no grad)."""
-        raise NotImplementedError
+        return x
 
-    def to_input(self, m: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def to_input(self, m: Tensor) -> Tensor:
         """Memory samples -> what the classifier reads at its entry point."""
-        raise NotImplementedError
+        return m
 
-    def classify(self, net: Any, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def classify(self, net: Any, x: Tensor) -> Tensor:
         """Logits of ``net`` run from the entry point on ``x`` (a :meth:`to_input` result)."""
-        raise NotImplementedError
+        return net(x)
 
 
 class PixelSpace(ReplaySpace):

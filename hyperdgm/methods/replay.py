@@ -167,6 +167,7 @@ class ReplayClassifier(ClassifierMethod):
     uses_memory = True
     method_defaults: dict[str, Any] = {}
     memory_defaults: dict[str, Any] = {}  # under the method's memory config (e.g. hnet_lr's space)
+    space: ReplaySpace = ReplaySpace()    # until setup: the plain input (set up, pixels or features)
 
     def setup(self, benchmark, scenario, device, rng) -> None:
         super().setup(benchmark, scenario, device, rng)
