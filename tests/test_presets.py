@@ -153,6 +153,17 @@ PRESET_VALUES: dict[str, dict] = {
                             "method.entropy_temperature": 1.0},
     "splitmnist_hnet_r": {**S_TRAIN, **S_VAE, **REPLAY, "method.name": "hnet_r", "scenario.name": "cl3",
                           "method.lr": 0.001, "method.memory.dec_hidden": [250, 350], "method.memory.beta": 0.01},
+    # latent HNET+R (issue 16): hnet_r's values, the VAE on the classifier's features (ours, stated in the presets)
+    "splitmnist_hnet_lr": {**S_TRAIN, **S_VAE, **REPLAY, "method.name": "hnet_lr", "scenario.name": "cl3",
+                           "method.lr": 0.001, "method.memory.dec_hidden": [250, 350], "method.memory.beta": 0.01,
+                           "method.memory.space": "features", "method.memory.layer": 1,
+                           "method.memory.drift": "freeze", "method.memory.likelihood": "gaussian",
+                           "method.memory.gaussian_std": 0.3},
+    "splitcifar10_hnet_lr": {**_ITERS, **S_VAE, **REPLAY, "trainer.iters_per_task": 2000,
+                             "benchmark.name": "split_cifar10", "benchmark.net.arch": "zenke",
+                             "method.name": "hnet_lr", "scenario.name": "cl3", "method.memory.space": "features",
+                             "method.memory.layer": 2, "method.memory.drift": "freeze",
+                             "method.memory.likelihood": "gaussian", "method.memory.dec_hidden": [250, 350]},
     # VAE beta 0.01: the code's rp_beta (the paper: 0.05 for HNET+TIR)
     "splitmnist_hnet_tir": {**S_TRAIN, **S_HNET, **S_VAE, "method.name": "hnet_tir", "scenario.name": "cl3",
                             "method.memory.dec_hidden": [50, 150], "method.memory.beta": 0.01,

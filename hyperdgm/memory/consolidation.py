@@ -77,9 +77,11 @@ class _Consolidation(ReplayProtection):
         model = getattr(view, "model", None)
         if model is None or not hasattr(model, "terms"):
             raise ValueError("memory.protection=ewc: the memory's replay model has no per-sample loss")
-        from ..methods.replay import PixelSpace  # the memory's [0, 1] space (lazy: methods import memory)
+        from .spaces import PixelSpace
 
-        pixels = PixelSpace(task, view.device)
+        # what the memory models: its replay space's view of the data (the classifier's features in latent
+        # replay), else the [0, 1] pixels
+        space = getattr(view, "space", None) or PixelSpace(task, view.device)
         n = len(task.train) if n_max is None else min(int(n_max), len(task.train))
         classes = getattr(view, "task_classes", None)
 
@@ -91,7 +93,7 @@ class _Consolidation(ReplayProtection):
                     cond = torch.tensor(ks, device=view.device)[y if len(ks) > 1 else torch.zeros_like(y)]
                 else:
                     cond = torch.full((1,), int(task.id), dtype=torch.long, device=view.device)
-                yield model.terms(view, pixels.to_unit(x), cond, [(int(task.id), 1)])[0]
+                yield model.terms(view, space.to_memory(x), cond, [(int(task.id), 1)])[0]
 
         return empirical_fisher(list(self.params), losses())
 

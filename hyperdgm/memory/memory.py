@@ -43,6 +43,9 @@ DEFAULT_CFG: dict[str, Any] = {
     "cond_input": True,        # the one-hot condition is concatenated to z (false: only cbn tells the condition)
     "ngf": 6,                  # base width of the dcgan generator (4ngf, 2ngf, ngf)
     "cond_dim": 100,           # one-hot condition size (hypercl: 100); at least the number of conditions is used
+    "likelihood": "bernoulli", # bernoulli: images in [0, 1], sigmoid output, BCE | gaussian: real vectors (a
+                               # classifier's features), identity output, squared error / gaussian_std^2
+    "gaussian_std": 1.0,       # the gaussian likelihood's fixed standard deviation (weighs recon against KL)
     "lr": 0.001,               # decoder weights / hnet theta, and encoder
     "emb_lr": 0.001,           # current task embedding (hnet, DGM masks)
     "protection": "hnet",      # hnet | replay | none | dgm_w | dgm_a | alignment | ewc | si
@@ -95,6 +98,12 @@ def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError(f"memory.model must be vae, gan or acgan, got {out['model']!r}")
     if out["gan"]["loss"] != "lsgan":
         raise ValueError(f"only gan.loss=lsgan is implemented, got {out['gan']['loss']!r}")
+    if out["likelihood"] not in ("bernoulli", "gaussian"):
+        raise ValueError(f"memory.likelihood must be bernoulli or gaussian, got {out['likelihood']!r}")
+    if out["likelihood"] == "gaussian" and out["model"] != "vae":
+        raise ValueError(f"memory.likelihood=gaussian (feature replay) needs memory.model=vae, got {out['model']!r}")
+    if not float(out["gaussian_std"]) > 0:
+        raise ValueError(f"memory.gaussian_std must be > 0, got {out['gaussian_std']!r}")
     if out["condition"] not in ("task", "class"):
         raise ValueError(f"memory.condition must be task or class, got {out['condition']!r}")
     if not isinstance(out["cond_input"], bool):
@@ -130,6 +139,7 @@ class GenerativeMemory(nn.Module):
         self.latent_dim = int(c["latent_dim"])
         self.cond_dim = max(int(c["cond_dim"]), n_cond)
         self.model_type: str = c["model"]
+        self.likelihood: str = c["likelihood"]
         self.cond_input = bool(c["cond_input"])
         in_dim = self.latent_dim + (self.cond_dim if self.cond_input else 0)
         self.body = build_body(c["arch"], in_dim, self.input_shape, c["dec_hidden"], c["activation"],
@@ -206,7 +216,8 @@ class GenerativeMemory(nn.Module):
     def generate(self, blocks: Blocks, *, weights: Sequence[Sequence[Tensor]] | None = None,
                  cond: Tensor | None = None, z: Tensor | None = None, generator: torch.Generator | None = None,
                  batch_stats: bool = False) -> Tensor:
-        """Images in ``[0, 1]`` for ``blocks`` (with grad if weights require it); weights default to the protection's."""
+        """Samples for ``blocks``: images in ``[0, 1]`` (bernoulli likelihood) or the gaussian's mean (features);
+        with grad if weights require it; weights default to the protection's."""
         n = sum(c for _, c in blocks)
         if z is None:
             z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)
@@ -214,7 +225,8 @@ class GenerativeMemory(nn.Module):
             cond = self.conditions(blocks, generator)
         if weights is None:
             weights = self.protection.weights([t for t, _ in blocks])
-        return torch.sigmoid(self.decode(z, cond, blocks, weights, batch_stats))
+        out = self.decode(z, cond, blocks, weights, batch_stats)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     # -- lifecycle -------------------------------------------------------------------------
     def begin_task(self, task_id: int, *, schedule: tuple[int, int] | None = None) -> None:

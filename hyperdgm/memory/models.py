@@ -119,13 +119,19 @@ def build_discriminator(arch: str, shape: Sequence[int], hidden: Sequence[int], 
     return Discriminator(_trunk(arch, shape, hidden, nn.LeakyReLU(0.2), channels, dropout), cond_dim)
 
 
-def vae_loss(logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def vae_loss(logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor, likelihood: str = "bernoulli",
+             std: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
     """``(recon + kl, recon, kl)`` with hypercl's normalisation.
 
-    ``recon`` = BCE mean over pixels and batch; ``kl`` = analytic KL to ``N(0, I)``, summed over
-    latents, mean over the batch, divided by the number of pixels.
+    ``recon`` = BCE mean over pixels and batch (``bernoulli``), or for ``gaussian`` (features) the
+    negative log-likelihood of ``N(logits, std^2)`` without its constant, ``0.5 ((x - mean) / std)^2``,
+    mean over dimensions and batch; ``kl`` = analytic KL to ``N(0, I)``, summed over latents, mean
+    over the batch, divided by the number of dimensions.
     """
-    recon = F.binary_cross_entropy_with_logits(logits, x)
+    if likelihood == "gaussian":
+        recon = 0.5 * ((logits - x) / std).pow(2).mean()
+    else:
+        recon = F.binary_cross_entropy_with_logits(logits, x)
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean() / x[0].numel()
     return recon + kl, recon, kl
 

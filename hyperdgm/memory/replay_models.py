@@ -72,7 +72,7 @@ class VAEModel(ReplayModel):
         mu, logvar = self.encoder(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         logits = mem.decode(z, cond, blocks, mem.protection.weights([t for t, _ in blocks]), batch_stats=True)
-        return vae_loss(logits, x, mu, logvar)
+        return vae_loss(logits, x, mu, logvar, mem.likelihood, float(self.cfg["gaussian_std"]))
 
     def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
         assert self.opt is not None

@@ -9,7 +9,7 @@ from .consolidation import EWCMethod, SIMethod
 from .dgm import DGM
 from .hnet import HNet, HNetEnt
 from .mergan import MeRGAN
-from .replay import DGR, DGRConditional, HNetR, ReplayUB
+from .replay import DGR, DGRConditional, HNetLR, HNetR, ReplayUB
 from .tir import HNetTIR
 
 METHODS: dict[str, type[Method]] = {}
@@ -21,7 +21,8 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetTIR, DGR, DGRConditional, ReplayUB, DGM, MeRGAN):
+for _cls in (Finetune, Joint, EWCMethod, SIMethod, HNet, HNetEnt, HNetR, HNetLR, HNetTIR, DGR, DGRConditional, ReplayUB, DGM,
+             MeRGAN):
     register(_cls)
 
 

@@ -4,6 +4,8 @@
   weights come from a task-conditioned hypernetwork (protected by the output regularizer);
   soft targets from the classifier as it was before the task (distillation, T=2); the current
   and the replay loss weigh 0.5 each (``l_rew`` of the reference code).
+* ``hnet_lr``   latent HNET+R: the same memory on the classifier's features after layer ``k``
+  (``memory.space=features``), replayed features enter the classifier after layer ``k``.
 * ``dgr``       DGR+distill as the three-scenarios code (Shin et al., 2017; van de Ven & Tolias, 2019)
   and the papers' tables run it: an *unconditional* VAE (``memory.conditional: false``) keeps old
   tasks by replaying its own samples (protection ``replay``); the classifier before the task labels
@@ -14,12 +16,20 @@
 * ``replay_ub`` RPL-UB: replays stored *real* data of past tasks with self-generated targets; the
   upper bound of replay methods.
 
-The memory works in ``[0, 1]`` pixel space; inputs normalised otherwise (CIFAR, SVHN) are mapped
-to it and back.
+The memory's replay space (:mod:`hyperdgm.memory.spaces`) is ``memory.space``: ``pixels`` (the
+memory works in ``[0, 1]``; inputs normalised otherwise, CIFAR and SVHN, are mapped to it and back)
+or ``features`` with ``memory.layer=k``: the memory models the classifier's features after layer
+``k`` and replayed features enter the classifier there (latent replay, ``hnet_lr``).
+``memory.drift`` says what keeps old latent memories valid while the extractor learns on:
+``none``, ``freeze`` (layers ``1..k`` frozen after the first task, as brain-inspired replay's
+pre-trained convolutional layers) or ``align`` (``memory.align_weight`` x the squared distance
+between the feature vectors of the current inputs under the classifier and under the classifier
+before the task).
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any, Mapping
 
@@ -27,10 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.tensors import DATASET_STATS
 from ..memory import GenerativeMemory
+from ..memory.models import Encoder
+from ..memory.spaces import DRIFTS, ENCODERS, SPACES, ClassifierTrunk, FeatureSpace, PixelSpace, ReplaySpace
 from ..profiling import region
 from .base import ClassifierMethod
+
+log = logging.getLogger(__name__)
 
 REPLAY_DEFAULTS = dict(
     n_replay=128,            # replayed samples per step, split evenly over past tasks
@@ -42,22 +55,29 @@ REPLAY_DEFAULTS = dict(
     cl1_heads="own",         # CL1: a replayed sample is scored on its own task's head | previous: on every previous head
 )
 
+#: The memory keys that say where the memory sits (read by the method, not by the memory itself).
+SPACE_DEFAULTS: dict[str, Any] = dict(space="pixels", layer=None, drift="none", align_weight=1.0, encoder="own")
 
-class PixelSpace:
-    """Maps a task's normalised inputs to ``[0, 1]`` and back (identity for unit-normalised data)."""
 
-    def __init__(self, task: Any, device: torch.device) -> None:
-        self.identity = task.normalize == "unit"
-        if not self.identity:
-            mean, std = DATASET_STATS[task.dataset]
-            self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-            self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-
-    def to_unit(self, x: Tensor) -> Tensor:
-        return x if self.identity else (x * self.std + self.mean).clamp(0, 1)
-
-    def from_unit(self, x: Tensor) -> Tensor:
-        return x if self.identity else (x - self.mean) / self.std
+def space_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a ``memory`` config into the replay-space keys (checked, with defaults) and the memory's own."""
+    mcfg = dict(cfg or {})
+    sc = {k: mcfg.pop(k, v) for k, v in SPACE_DEFAULTS.items()}
+    if sc["space"] not in SPACES:
+        raise ValueError(f"memory.space must be one of {', '.join(SPACES)}, got {sc['space']!r}")
+    if sc["drift"] not in DRIFTS:
+        raise ValueError(f"memory.drift must be one of {', '.join(DRIFTS)}, got {sc['drift']!r}")
+    if sc["encoder"] not in ENCODERS:
+        raise ValueError(f"memory.encoder must be one of {', '.join(ENCODERS)}, got {sc['encoder']!r}")
+    if sc["space"] == "pixels" and (sc["layer"] is not None or sc["drift"] != "none" or sc["encoder"] != "own"):
+        raise ValueError("memory.layer, memory.drift and memory.encoder apply to memory.space=features "
+                         "(pixel replay has none of them)")
+    if sc["space"] == "features" and sc["layer"] is None:
+        raise ValueError("memory.space=features needs memory.layer=k (the classifier layer whose output is replayed)")
+    w = sc["align_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+        raise ValueError(f"memory.align_weight must be a number >= 0, got {w!r}")
+    return sc, mcfg
 
 
 def distillation(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -71,17 +91,31 @@ def distillation_probs(student: Tensor, probs: Tensor, temperature: float) -> Te
     return -(probs * torch.log_softmax(student / temperature, dim=1)).sum(1).mean() * temperature**2
 
 
-def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.device) -> GenerativeMemory:
+def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.device,
+                 space: ReplaySpace | None = None) -> GenerativeMemory:
     """The generative memory of a method's ``memory`` config; ``arch: auto`` picks conv for RGB inputs.
 
     ``conditional: false`` builds an unconditional memory: every sample of every task carries the one
     condition 0 (a constant one-unit input, i.e. a bias), so the generator is told nothing of the task.
+    ``space``: the replay space the memory models (default: pixels); a method without a classifier
+    split passes none, and a ``memory.space=features`` config is refused.
     """
-    mcfg = dict(cfg or {})
+    sc, mcfg = space_config(cfg)
+    if space is None and sc["space"] != "pixels":
+        raise ValueError("memory.space=features needs a classifier split into features and head; this method "
+                         "replays pixels only (latent replay: hnet_lr, hnet_r, dgr, dgr_conditional)")
     conditional = mcfg.pop("conditional", True)
     if not isinstance(conditional, bool):
         raise ValueError(f"memory.conditional must be true or false, got {conditional!r}")
-    shape = tuple(benchmark.tasks[0].input_shape)
+    shape = tuple(benchmark.tasks[0].input_shape) if space is None else tuple(space.shape)
+    if space is not None and space.likelihood != "bernoulli":
+        if mcfg.get("arch") not in (None, "auto", "mlp"):
+            raise ValueError(f"memory.space={space.name} replays feature vectors: memory.arch must be mlp (or auto), "
+                             f"got {mcfg.get('arch')!r}")
+        mcfg["arch"] = "mlp"
+        if mcfg.setdefault("likelihood", space.likelihood) != space.likelihood:
+            raise ValueError(f"memory.space={space.name} needs memory.likelihood={space.likelihood} (features are not "
+                             f"images in [0, 1]), got {mcfg['likelihood']!r}")
     if mcfg.get("arch") in (None, "auto"):
         mcfg["arch"] = "conv" if shape[0] == 3 else "mlp"
     classes = [[off + k for k in range(t.n_classes)] for off, t in zip(benchmark.class_offsets, benchmark.tasks)]
@@ -92,22 +126,25 @@ def build_memory(cfg: Mapping[str, Any] | None, benchmark: Any, device: torch.de
         classes = [[0] for _ in benchmark.tasks]
     mem = GenerativeMemory(mcfg, shape, benchmark.n_tasks, task_classes=classes).to(device)
     mem.conditional = conditional
+    mem.space = space  # what it models (None: pixels); protections that read the task's data map it with it
     return mem
 
 
-def replay_from_memory(memory: GenerativeMemory, pixels: "PixelSpace", task_id: int, n_replay: int,
+def replay_from_memory(memory: GenerativeMemory, space: ReplaySpace, task_id: int, n_replay: int,
                        rng: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``n_replay`` replayed inputs (normalised as the data), split evenly over tasks ``0..task_id-1``, and their task ids."""
+    """``n_replay`` replayed inputs (as the classifier reads them at the space's entry point), split
+    evenly over tasks ``0..task_id-1``, and their task ids."""
     per = math.ceil(int(n_replay) / task_id)
     x, ids = memory.sample_replay(list(range(task_id)), per, generator=rng)
-    return pixels.from_unit(x), ids
+    return space.to_input(x), ids
 
 
-def train_memory_step(memory: GenerativeMemory, pixels: "PixelSpace", x: Tensor, task_id: int,
-                      out: dict[str, Tensor]) -> None:
-    """One step of the memory on current data; its losses go into ``out`` under ``memory/``."""
+def train_memory_step(memory: GenerativeMemory, space: ReplaySpace, x: Tensor, task_id: int,
+                      out: dict[str, Tensor], cond: Tensor | None = None) -> None:
+    """One step of the memory on current data (``cond``: the memory's conditions, default the task's);
+    its losses go into ``out`` under ``memory/``."""
     with region("memory"):
-        for k, v in memory.step(pixels.to_unit(x), task_id).items():
+        for k, v in memory.step(space.to_memory(x), task_id, cond).items():
             out[f"memory/{k}"] = v
 
 
@@ -129,20 +166,47 @@ class ReplayClassifier(ClassifierMethod):
     scenarios = frozenset({"cl1", "cl2", "cl3"})
     uses_memory = True
     method_defaults: dict[str, Any] = {}
+    memory_defaults: dict[str, Any] = {}  # under the method's memory config (e.g. hnet_lr's space)
+    space: ReplaySpace = ReplaySpace()    # until setup: the plain input (set up, pixels or features)
 
     def setup(self, benchmark, scenario, device, rng) -> None:
         super().setup(benchmark, scenario, device, rng)
         self.rcfg = {**REPLAY_DEFAULTS, **self.method_defaults, **dict(self.cfg.get("replay") or {})}
+        mcfg = {**self.memory_defaults, **dict(self.cfg.get("memory") or {})}
+        self.scfg, _ = space_config(mcfg)
         self.pixels = PixelSpace(benchmark.tasks[0], device)
+        self.space: ReplaySpace = self.pixels
+        self.layer = 0
+        self.drift = str(self.scfg["drift"])
+        self.frozen = False
+        if self.scfg["space"] == "features":
+            if not self.uses_memory:
+                raise ValueError(f"memory.space=features: method {self.name} has no generative memory")
+            net = self.cfg.get("net") or {}
+            self.layer = self.scfg["layer"]
+            self.space = FeatureSpace(self.net, self.layer, net.get("act", "relu"))
         self.teacher = None
         if self.rcfg["cl1_heads"] not in ("own", "previous"):
             raise ValueError(f"method.replay.cl1_heads must be own or previous, got {self.rcfg['cl1_heads']!r}")
         self.conditional = True
         if self.uses_memory:
-            self.memory = build_memory(self.cfg.get("memory"), benchmark, device)
+            self.memory = build_memory(mcfg, benchmark, device, space=self.space)
             self.conditional = self.memory.conditional
+            if self.conditional and self.memory.condition == "class":
+                self.class_offsets = torch.tensor(benchmark.class_offsets, device=device)
             if not self.conditional and scenario.task_id_given and self.rcfg["cl1_heads"] == "own":
                 raise ValueError("an unconditional memory's samples have no task: CL1 needs method.replay.cl1_heads=previous")
+        self.feedback = self.scfg["encoder"] == "classifier"
+        if self.feedback:
+            self.share_encoder()
+
+    def share_encoder(self) -> None:
+        """``memory.encoder=classifier`` (BI-R-like): the VAE's encoder is the classifier's layers above ``k``
+        plus the memory's own linear map to ``(mu, logvar)``; the generator is the feedback path."""
+        model = self.memory.model
+        if getattr(model, "encoder", None) is None:
+            raise ValueError("memory.encoder=classifier needs memory.model=vae")
+        model.encoder = Encoder(ClassifierTrunk(self.net, self.layer), self.memory.latent_dim).to(self.device)
 
     # -- lifecycle -----------------------------------------------------------------------
     def begin_task(self, task) -> None:
@@ -159,6 +223,17 @@ class ReplayClassifier(ClassifierMethod):
         if self.train_memory:
             self.memory.end_task(task.id, task)
         self.teacher = None
+        if self.drift == "freeze" and not self.frozen:
+            self.freeze_features()
+
+    def freeze_features(self) -> None:
+        """``memory.drift=freeze``: layers ``1..k`` keep the weights of the first task from now on (no
+        gradient, so no optimizer moves them: Adam skips parameters without one)."""
+        for p in self.net.feature_parameters(self.layer):
+            p.requires_grad_(False)
+            p.grad = None
+        self.frozen = True
+        log.info("memory.drift=freeze: classifier layers 1..%d frozen", self.layer)
 
     # -- replay --------------------------------------------------------------------------
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
@@ -166,13 +241,14 @@ class ReplayClassifier(ClassifierMethod):
         unconditional memory's samples have none: ids 0)."""
         if not self.conditional:
             x, ids = self.memory.sample_replay([0], int(self.rcfg["n_replay"]), generator=self.rng)
-            return self.pixels.from_unit(x), ids
-        return replay_from_memory(self.memory, self.pixels, task_id, self.rcfg["n_replay"], self.rng)
+            return self.space.to_input(x), ids
+        return replay_from_memory(self.memory, self.space, task_id, self.rcfg["n_replay"], self.rng)
 
     def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:
-        """Loss of the classifier on replayed inputs against the old classifier's outputs."""
+        """Loss of the classifier on replayed inputs (entering at the space's layer) against the old
+        classifier's outputs on them."""
         sc, T = self.scenario, float(self.rcfg["temperature"])
-        student_full, teacher_full = self.net(x), self.teacher(x)
+        student_full, teacher_full = self.space.classify(self.net, x), self.space.classify(self.teacher, x)
         if sc.task_id_given and self.rcfg["cl1_heads"] == "previous":
             # CL1, three-scenarios: every replayed sample on every previous task's head, losses averaged
             heads = [(sc.offsets[j], sc.classes_per_task[j]) for j in range(task_id)]
@@ -208,10 +284,30 @@ class ReplayClassifier(ClassifierMethod):
         return float(self.rcfg["w_fixed"])
 
     # -- training ------------------------------------------------------------------------
+    def align_loss(self, x: Tensor) -> Tensor:
+        """``memory.drift=align``: squared Euclidean distance between the feature vectors after layer ``k``
+        of the current inputs under the classifier and under the classifier before the task, batch mean.
+        (Summed over the features: a per-element mean was too weak to hold them, measured on validation.)"""
+        with torch.no_grad():
+            old = self.teacher.features(x, self.layer)
+        return (self.net.features(x, self.layer) - old).pow(2).sum(1).mean()
+
+    def memory_conditions(self, y: Tensor, task_id: int) -> Tensor | None:
+        """The memory's condition of each current sample: its global class for a class-conditioned memory,
+        else ``None`` (the memory's default, the task)."""
+        if self.conditional and self.memory.condition == "class":
+            return self.class_offsets[task_id] + y
+        return None
+
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
+        out: dict[str, Tensor] = {}
+        if self.train_memory and self.feedback:
+            # BI-R-like: the memory steps first, so the gradient of its VAE loss, which reaches the classifier's
+            # layers its encoder shares, joins the classifier's own in the classifier's step below
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
         loss = self.loss(x, y, task_id)
-        out = {"loss_current": loss.detach()}
+        out["loss_current"] = loss.detach()
         if task_id > 0:
             with region("replay"):
                 xr, ids = self.replay_inputs(task_id)
@@ -219,10 +315,14 @@ class ReplayClassifier(ClassifierMethod):
             w = self.replay_weight(task_id)
             loss = (1 - w) * loss + w * rl
             out["loss_replay"] = rl.detach()
+            if self.drift == "align" and self.scfg["align_weight"] > 0:
+                al = self.align_loss(x)
+                loss = loss + float(self.scfg["align_weight"]) * al
+                out["loss_align"] = al.detach()
         out["loss"] = loss.detach()
         self.regularized_step(loss, out)
-        if self.train_memory:
-            train_memory_step(self.memory, self.pixels, x, task_id, out)
+        if self.train_memory and not self.feedback:
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -240,7 +340,7 @@ class ReplayClassifier(ClassifierMethod):
         return out
 
     def log_artifacts(self, tracker, task) -> None:
-        if self.uses_memory:
+        if self.uses_memory and self.space.name == "pixels":  # feature vectors make no image
             log_replay_grid(self.memory, tracker, task)
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -254,6 +354,8 @@ class ReplayClassifier(ClassifierMethod):
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         self.n_seen = int(state["n_seen"])
         self.net.load_state_dict(state["module"])
+        if self.drift == "freeze" and self.n_seen >= 1 and not self.frozen:
+            self.freeze_features()  # the checkpoint was taken after the first task
         if len(self.regs):
             self.regs.load_state_dict(state["regs"])
         self.load_optimizer_state(state)
@@ -265,6 +367,15 @@ class HNetR(ReplayClassifier):
     """HNET+R: replay from a hypernetwork-protected generative memory."""
 
     name = "hnet_r"
+
+
+class HNetLR(HNetR):
+    """Latent HNET+R: the hypernetwork-protected memory models the classifier's features after layer
+    ``memory.layer`` (a Gaussian VAE) and replayed features enter the classifier there; what is done
+    about the extractor's drift is ``memory.drift`` (none | freeze | align)."""
+
+    name = "hnet_lr"
+    memory_defaults = {"space": "features", "layer": 1, "drift": "none"}
 
 
 class DGR(ReplayClassifier):

@@ -73,6 +73,7 @@ class TargetNet(nn.Module):
         else:
             raise ValueError(f"unknown target net '{arch}' (choose from mlp, resnet32, zenke)")
         self.n_out = n_out
+        self._hidden = tuple(int(h) for h in (hidden if hidden is not None else (400, 400)))
 
     @property
     def param_shapes(self) -> list[list[int]]:
@@ -111,3 +112,107 @@ class TargetNet(nn.Module):
         if condition is not None and self.has_bn_stats:
             return self.net.forward(x, weights=w, condition=int(condition))
         return self.net.forward(x, weights=w)
+
+    # -- feature / head split (latent replay) ------------------------------------------------
+    @property
+    def split_points(self) -> int:
+        """How many layers ``k`` the net can be cut after (``features(x, k)`` / ``head(h, k)``); 0: none.
+
+        MLP: after each hidden layer (its activation included). ZenkeNet: after conv block 1, conv
+        block 2 (max-pool and dropout included), and the hidden fully connected layer. ResNet-32: none.
+        """
+        if self.arch == "mlp":
+            return len(self._hidden) if self._plain_mlp else 0  # (hypnettorch's dropout MLP: no split)
+        if self.arch == "zenke":
+            return 3
+        return 0
+
+    def check_split(self, k: int) -> None:
+        """Raise one clear ``ValueError`` unless the net can be cut after layer ``k``."""
+        n = self.split_points
+        if n == 0:
+            raise ValueError(f"net.arch={self.arch} has no feature/head split; latent replay needs net.arch=mlp "
+                             "or zenke")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ValueError(f"memory.layer={k!r} is out of range: net.arch={self.arch} can be cut after layer "
+                             f"1..{n} (0 would be pixels: use memory.space=pixels)")
+
+    def _n_split_tensors(self, k: int) -> int:
+        """How many of the weight tensors (``param_shapes`` order) belong to layers ``1..k``."""
+        return 2 * k if self.arch == "mlp" else (0, 4, 8, 10)[k]
+
+    def feature_dim(self, k: int) -> int:
+        """Size of the (flattened) features after layer ``k``."""
+        self.check_split(k)
+        if self.arch == "mlp":
+            return self._hidden[k - 1]
+        return (32 * 15 * 15, 64 * 6 * 6, 512)[k - 1]
+
+    def _weights(self, weights: Sequence[Tensor] | None) -> list[Tensor]:
+        return list(self.net.internal_params) if weights is None else list(weights)
+
+    def feature_parameters(self, k: int) -> list[nn.Parameter]:
+        """The net's own parameters of layers ``1..k`` (what ``memory.drift=freeze`` freezes)."""
+        self.check_split(k)
+        return list(self.net.internal_params)[: self._n_split_tensors(k)]
+
+    def features(self, x: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
+        """``[B, C, H, W]`` images -> the flattened output of layer ``k`` ``[B, feature_dim(k)]``
+        (``forward(x) == head(features(x, k), k)``)."""
+        w = self._weights(weights)
+        if self.arch == "mlp":
+            h = x.flatten(1)
+            for i in range(k):
+                h = self._act(F.linear(h, w[2 * i], w[2 * i + 1]))
+            return h
+        if self.arch != "zenke":
+            self.check_split(k)
+        net = self.net
+        h = x.view(-1, *self.input_shape)
+        for b in range(min(k, 2)):  # ZenkeNet's conv blocks: conv 'same', conv 'valid', max-pool, dropout
+            h = F.relu(F.conv2d(h, w[4 * b], w[4 * b + 1], padding=1))
+            h = F.max_pool2d(F.relu(F.conv2d(h, w[4 * b + 2], w[4 * b + 3])), 2)
+            if net._use_dropout:
+                h = net._drop_conv(h)
+        h = h.flatten(1)
+        if k == 3:
+            h = F.relu(F.linear(h, w[8], w[9]))
+            if net._use_dropout:
+                h = net._drop_fc1(h)
+        return h
+
+    def head(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
+        """Features after layer ``k`` ``[B, feature_dim(k)]`` -> logits (layers ``k+1..``)."""
+        w = self._weights(weights)
+        if self.arch == "mlp":
+            n = len(w) // 2
+            for i in range(k, n):
+                h = F.linear(h, w[2 * i], w[2 * i + 1])
+                if i < n - 1:
+                    h = self._act(h)
+            return h
+        if self.arch != "zenke":
+            self.check_split(k)
+        net = self.net
+        if k == 1:
+            h = h.view(-1, 32, 15, 15)
+            h = F.relu(F.conv2d(h, w[4], w[5], padding=1))
+            h = F.max_pool2d(F.relu(F.conv2d(h, w[6], w[7])), 2)
+            if net._use_dropout:
+                h = net._drop_conv(h)
+            h = h.flatten(1)
+        if k <= 2:
+            h = F.relu(F.linear(h, w[8], w[9]))
+            if net._use_dropout:
+                h = net._drop_fc1(h)
+        return F.linear(h, w[10], w[11])
+
+    def hidden_from(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
+        """Features after layer ``k`` -> the last hidden layer's output (the head without its output
+        layer): the trunk a BI-R-like encoder shares with the classifier. MLPs only."""
+        if self.arch != "mlp":
+            raise ValueError(f"memory.encoder=classifier needs net.arch=mlp, got {self.arch}")
+        w = self._weights(weights)
+        for i in range(k, len(w) // 2 - 1):
+            h = self._act(F.linear(h, w[2 * i], w[2 * i + 1]))
+        return h

@@ -1,0 +1,215 @@
+"""Latent replay (``memory.space=features``, ``hnet_lr``): replay spaces, the classifier's feature / head
+split, the drift options, the hypernetwork's protection of the feature generator, config refusals."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyperdgm.data.benchmarks import build_benchmark
+from hyperdgm.errors import ConfigError
+from hyperdgm.experiment import run_experiment
+from hyperdgm.memory.models import vae_loss
+from hyperdgm.memory.spaces import FeatureSpace, PixelSpace
+from hyperdgm.methods import build_method
+from hyperdgm.methods.replay import distillation
+from hyperdgm.nets import TargetNet
+from hyperdgm.scenarios import make_scenario
+
+from .helpers import quick_cfg, train_directly
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MEMORY = {"enc_hidden": [24], "dec_hidden": [24], "latent_dim": 8,
+               "hnet": {"hidden": [8], "chunk_size": 500, "chunk_emb_size": 8, "task_emb_size": 8}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return build_benchmark("synthetic", None, seed=0, n_tasks=3, train_limit=64, test_limit=16)
+
+
+def tiny_method(bench, name: str = "hnet_r", n_tasks: int | None = None, **memory):
+    """A tiny replay method set up on the synthetic benchmark (CL3)."""
+    cfg = {"name": name, "net": {"arch": "mlp", "hidden": [32, 16]}, "replay": {"n_replay": 16},
+           "memory": {**TINY_MEMORY, **memory}}
+    m = build_method(cfg)
+    m.setup(bench, make_scenario("cl3", bench.n_classes_per_task[:n_tasks]), torch.device("cpu"),
+            torch.Generator().manual_seed(1))
+    return m
+
+
+def test_pixel_space_numbers_unchanged():
+    """hnet_r in pixel space gives the losses it gave before replay spaces existed (commit e6632f4)."""
+    torch.manual_seed(0)
+    b = build_benchmark("synthetic", None, seed=0, n_tasks=2, train_limit=64, test_limit=16)
+    m = tiny_method(b)
+    assert isinstance(m.space, PixelSpace) and m.layer == 0
+    out = train_directly(m, b, iters=5, batch_size=16, seed=3)
+    assert out[0][-1]["memory/recon"] == pytest.approx(0.6756755113601685, rel=1e-6)
+    assert out[0][-1]["memory/kl"] == pytest.approx(0.00028435446438379586, rel=1e-5)
+    assert out[1][-1]["loss_replay"] == pytest.approx(5.557155609130859, rel=1e-6)
+    assert out[1][-1]["loss"] == pytest.approx(3.4788458347320557, rel=1e-6)
+
+
+@pytest.mark.parametrize("arch,shape,dims", [("mlp", (1, 28, 28), (32, 16)), ("zenke", (3, 32, 32), (7200, 2304, 512))])
+def test_classifier_splits_into_features_and_head(arch, shape, dims):
+    net = TargetNet(arch, shape, 6, hidden=(32, 16)).eval()
+    x = torch.randn(3, *shape)
+    assert net.split_points == len(dims)
+    for k, d in enumerate(dims, start=1):
+        h = net.features(x, k)
+        assert h.shape == (3, d) == (3, net.feature_dim(k))
+        torch.testing.assert_close(net.head(h, k), net(x), atol=1e-5, rtol=1e-5)
+    assert TargetNet("resnet32", (3, 32, 32), 6).split_points == 0
+
+
+def test_replayed_features_enter_after_layer_k(bench):
+    m = tiny_method(bench, "hnet_lr", layer=1, drift="none")
+    assert isinstance(m.space, FeatureSpace) and m.space.shape == (32,)
+    assert m.memory.input_shape == (32,) and m.memory.likelihood == "gaussian"
+    train_directly(m, build_benchmark("synthetic", None, seed=0, n_tasks=1, train_limit=64), iters=3, batch_size=16)
+    m.begin_task(bench.tasks[1])
+    xr, ids = m.replay_inputs(1)
+    assert xr.shape == (16, 32) and (xr >= 0).all()  # ReLU features: the Gaussian's mean projected on [0, inf)
+    # the replay loss reads the features after layer 1: the heads (layer 2 and the output layer) of both nets
+    n_all = m.scenario.n_seen_classes(2)
+    expect = distillation(m.net.head(xr, 1)[:, :n_all], F.pad(m.teacher.head(xr, 1)[:, :2], (0, n_all - 2)), 2.0)
+    assert m.replay_loss(xr, ids, 1).item() == pytest.approx(expect.item(), rel=1e-6)
+    # the memory trains on what layer 1 outputs for the current inputs
+    x, _ = bench.tasks[1].batch("train", torch.arange(8))
+    torch.testing.assert_close(m.space.to_memory(x), m.net.features(x, 1).detach())
+
+
+def test_gaussian_likelihood_is_scaled_squared_error():
+    mean, x = torch.randn(4, 10), torch.randn(4, 10)
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    total, recon, kl = vae_loss(mean, x, mu, logvar, "gaussian", 0.5)
+    assert recon.item() == pytest.approx((0.5 * ((mean - x) / 0.5) ** 2).mean().item())
+    assert total.item() == pytest.approx(recon.item() + kl.item())
+
+
+def test_freeze_keeps_the_extractor_bit_identical(bench):
+    m = tiny_method(bench, "hnet_lr", layer=1, drift="freeze")
+    train_directly(m, build_benchmark("synthetic", None, seed=0, n_tasks=1, train_limit=64), iters=3, batch_size=16)
+    frozen = [p.detach().clone() for p in m.net.feature_parameters(1)]
+    head = [p.detach().clone() for p in list(m.net.parameters())[2:]]
+    for task in bench.tasks[1:]:
+        m.plan_task(4, 16)
+        m.begin_task(task)
+        for _ in range(4):
+            x, y = task.batch("train", torch.randint(len(task.train), (16,)))
+            m.step(x, y, task.id)
+        m.end_task(task)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, m.net.feature_parameters(1)))
+    assert not any(torch.equal(a, b) for a, b in zip(head, list(m.net.parameters())[2:]))
+
+
+def test_align_adds_a_feature_distillation_term(bench):
+    m = tiny_method(bench, "hnet_lr", n_tasks=2, layer=2, drift="align", align_weight=3.0)
+    b2 = build_benchmark("synthetic", None, seed=0, n_tasks=2, train_limit=64)
+    out = train_directly(m, b2, iters=4, batch_size=16)
+    assert "loss_align" not in out[0][-1] and out[1][0]["loss_align"] == 0.0  # the first step: the nets are equal
+    last = out[1][-1]
+    assert last["loss_align"] > 0
+    assert last["loss"] == pytest.approx(0.5 * last["loss_current"] + 0.5 * last["loss_replay"] + 3 * last["loss_align"],
+                                         rel=1e-5)
+
+
+def test_hnet_keeps_the_earlier_feature_generators(bench):
+    """The output regularizer keeps the decoder the hypernetwork generates for task 0 (beta=0: it drifts)."""
+    changes = {}
+    for beta in (0.0, 10.0):
+        torch.manual_seed(0)
+        m = tiny_method(bench, "hnet_lr", layer=1, drift="none", beta=beta)
+        t0, t1 = bench.tasks[:2]
+        for task, n in ((t0, 20), (t1, 40)):
+            m.plan_task(n, 16)
+            m.begin_task(task)
+            for _ in range(n):
+                x, y = task.batch("train", torch.randint(len(task.train), (16,)))
+                m.step(x, y, task.id)
+            if task.id == 0:
+                before = torch.cat([w.flatten() for w in m.memory.protection.weights([0])[0]]).detach().clone()
+            m.end_task(task)
+        after = torch.cat([w.flatten() for w in m.memory.protection.weights([0])[0]]).detach()
+        changes[beta] = ((after - before).norm() / before.norm()).item()
+    assert changes[10.0] < 0.2 * changes[0.0], changes
+
+
+def test_class_conditioned_memory_learns_from_the_labels(bench):
+    m = tiny_method(bench, "hnet_lr", layer=1, condition="class")
+    y = torch.tensor([0, 1, 1])
+    assert m.memory_conditions(y, 2).tolist() == [4, 5, 5]
+
+
+def test_hnet_lr_end_to_end(tmp_path):
+    cmd = [sys.executable, "-m", "hyperdgm.run", "method=hnet_lr", "benchmark=synthetic", "scenario=cl3",
+           "benchmark.n_tasks=2", "benchmark.train_limit=200", "benchmark.test_limit=50", "trainer.iters_per_task=20",
+           "trainer.batch_size=32", "trainer.progress=false", "trainer.checkpoint=false", "tracking=none", "threads=1",
+           "method.memory.layer=2", "method.memory.drift=align", "method.memory.enc_hidden=[32]",
+           "method.memory.dec_hidden=[32]", "method.memory.hnet.chunk_size=2000", f"hydra.run.dir={tmp_path}/run"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "final: avg acc" in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize("overrides,msg", [
+    (["method=hnet_lr", "method.memory.layer=3"], "memory.layer=3 is out of range"),
+    (["method=hnet_lr", "method.memory.layer=0"], "memory.layer=0 is out of range"),
+    (["method=hnet_tir", "+method.memory.space=features", "+method.memory.layer=1"], "replays pixels only"),
+    (["method=replay_ub", "+method.memory.space=features", "+method.memory.layer=1"], "has no generative memory"),
+    (["method=hnet_r", "+method.memory.drift=freeze"], "apply to memory.space=features"),
+    (["method=hnet_lr", "method.memory.drift=melt"], "memory.drift must be one of"),
+    (["method=hnet_lr", "method.memory.likelihood=bernoulli"], "needs memory.likelihood=gaussian"),
+])
+def test_bad_latent_config_is_refused_in_one_line(tmp_path, overrides, msg):
+    cfg = quick_cfg(tmp_path, tmp_path, "benchmark=synthetic", "benchmark.net.hidden=[16,16]", "tracking=none",
+                    "benchmark.n_tasks=2", *overrides)
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg, tmp_path / "run")
+    assert msg in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resnet_has_no_split():
+    with pytest.raises(ValueError, match="net.arch=resnet32 has no feature/head split"):
+        TargetNet("resnet32", (3, 32, 32), 4).check_split(1)
+
+
+def test_feedback_encoder_is_the_classifiers_path(bench):
+    """memory.encoder=classifier (BI-R-like): the VAE encodes through the classifier's layers above k, so its
+    loss reaches them (not the frozen-or-detached layers up to k); the memory owns only the map to (mu, logvar)."""
+    from hyperdgm.methods.replay import train_memory_step
+
+    m = tiny_method(bench, "hnet_lr", layer=1, drift="none", encoder="classifier")
+    assert sum(p.numel() for p in m.memory.encoder.parameters()) == 16 * 2 * 8 + 2 * 8  # Linear(16 -> 2 x latent)
+    m.plan_task(2, 16)
+    m.begin_task(bench.tasks[0])
+    x, y = bench.tasks[0].batch("train", torch.arange(16))
+    m.opt.zero_grad(set_to_none=True)
+    train_memory_step(m.memory, m.space, x, 0, {})
+    w1, b1, w2 = list(m.net.parameters())[:3]
+    assert w1.grad is None and w2.grad is not None and w2.grad.abs().sum() > 0
+    out = m.step(x, y, 0)
+    assert "memory/recon" in out and "loss_current" in out
+    with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=2"):
+        tiny_method(bench, "hnet_lr", layer=2, encoder="classifier")
+
+
+def test_hnet_lr_freeze_resume_equals_uninterrupted(tmp_path):
+    """A checkpoint taken after the first task comes back with the extractor frozen (same numbers)."""
+    from .helpers import assert_resume_equals_uninterrupted
+
+    assert_resume_equals_uninterrupted(
+        tmp_path, tmp_path, "method=hnet_lr", "benchmark=synthetic", "benchmark.n_tasks=3", "benchmark.train_limit=200",
+        "benchmark.net.hidden=[32,16]", "trainer.iters_per_task=15", "tracking=none", "method.memory.drift=freeze",
+        "method.memory.enc_hidden=[16]", "method.memory.dec_hidden=[16]", "method.memory.latent_dim=4",
+        "method.memory.hnet.chunk_size=1000", "method.memory.hnet.hidden=[8]", "method.replay.n_replay=16")
