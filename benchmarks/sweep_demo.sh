@@ -10,15 +10,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launcher=$1; uri=$2; shift 2
+# data root as `make` sets it: $HYPERDGM_DATA, else ../shared/data when present
+if [ -z "${HYPERDGM_DATA:-}" ] && [ -d ../shared/data ]; then export HYPERDGM_DATA="$(cd ../shared/data && pwd)"; fi
 case $launcher in
   basic) extra=() ;;
   joblib) extra=(launcher=joblib hydra.launcher.n_jobs=2) ;;
-  ray) extra=(launcher=ray) ;;
+  ray) extra=(launcher=ray "data_root=$HYPERDGM_DATA") ;;  # jobs run in the head's cwd
   *) echo "launcher must be basic, joblib or ray, got $launcher" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-.venv/bin/python}
-# data root as `make` sets it: $HYPERDGM_DATA, else ../shared/data when present
-if [ -z "${HYPERDGM_DATA:-}" ] && [ -d ../shared/data ]; then export HYPERDGM_DATA="$(cd ../shared/data && pwd)"; fi
 exec "$PYTHON" -m hyperdgm.run --multirun experiment=splitmnist_hnet hnet_size=xs,s,m,l trainer.iters_per_task=300 \
   threads=1 trainer.progress=false "tracking.uri=$uri" "${extra[@]}" \
-  "hydra.sweep.dir=runs/sweep_demo/$launcher/$(date +%Y%m%d-%H%M%S)-$$" "$@"
+  "hydra.sweep.dir=$PWD/runs/sweep_demo/$launcher/$(date +%Y%m%d-%H%M%S)-$$" "$@"
