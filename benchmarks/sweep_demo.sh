@@ -6,7 +6,8 @@
 #   benchmarks/sweep_demo.sh basic  http://127.0.0.1:5055   # serial, 1 thread
 #   benchmarks/sweep_demo.sh joblib http://127.0.0.1:5055   # 2 jobs x 1 thread
 #   RAY_ADDRESS=127.0.0.1:6379 benchmarks/sweep_demo.sh ray http://127.0.0.1:5055  # a Ray head, 1 CPU a job
-# Extra arguments are further overrides.
+# Extra arguments are further overrides; SWEEP replaces what is swept (default: the four sizes), e.g.
+# SWEEP="hnet_size=xs seed=1,2,3,4" for four jobs of equal length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launcher=$1; uri=$2; shift 2
@@ -19,6 +20,7 @@ case $launcher in
   *) echo "launcher must be basic, joblib or ray, got $launcher" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-.venv/bin/python}
-exec "$PYTHON" -m hyperdgm.run --multirun experiment=splitmnist_hnet hnet_size=xs,s,m,l trainer.iters_per_task=300 \
+# shellcheck disable=SC2086  # SWEEP is a list of overrides
+exec "$PYTHON" -m hyperdgm.run --multirun experiment=splitmnist_hnet ${SWEEP:-hnet_size=xs,s,m,l} trainer.iters_per_task=300 \
   threads=1 trainer.progress=false "tracking.uri=$uri" "${extra[@]}" \
   "hydra.sweep.dir=$PWD/runs/sweep_demo/$launcher/$(date +%Y%m%d-%H%M%S)-$$" "$@"
