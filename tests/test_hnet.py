@@ -328,6 +328,37 @@ def test_save_load_round_trip(tmp_path):
     assert not torch.equal(fresh.flat([0]), gen.flat([0]))  # the comparison above is not trivial
 
 
+
+def test_output_layer_column_major_survives_training_copies_and_checkpoints(tmp_path):
+    """The output layer is stored transposed-contiguous (a speed layout): same values as a row-major twin
+    through an Adam step, and the layout survives the optimizer, ``frozen_copy``, ``load_state_dict`` and
+    save / load."""
+    torch.manual_seed(0)
+    gen = WeightGenerator([[40, 30]], chunk_size=400, chunk_emb_size=4, hidden=(6, 5), task_emb_size=3, n_tasks=2)
+    w = gen.output_layer()[0]
+    assert w.shape == (400, 5) and w.stride() == (1, 400)
+    twin = copy.deepcopy(gen)
+    tw = twin.output_layer()[0]
+    tw.data = tw.data.contiguous()
+    assert tw.stride() == (5, 1) and torch.equal(tw, w)
+    for g in (gen, twin):
+        opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad()
+            g.flat([0, 1]).pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(gen.flat([0, 1]), twin.flat([0, 1]), rtol=1e-6, atol=1e-7)
+    assert gen.output_layer()[0].stride() == (1, 400)
+    assert gen.frozen_copy().output_layer()[0].stride() == (1, 400)
+    fresh = WeightGenerator([[40, 30]], chunk_size=400, chunk_emb_size=4, hidden=(6, 5), task_emb_size=3, n_tasks=2)
+    fresh.load_state_dict(twin.state_dict())  # a checkpoint written row-major loads into the fast layout
+    assert fresh.output_layer()[0].stride() == (1, 400)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), twin.parameters()))
+    gen.save(str(tmp_path / "g.pt"))
+    loaded = WeightGenerator.load(str(tmp_path / "g.pt"))
+    assert loaded.output_layer()[0].stride() == (1, 400) and torch.equal(loaded.flat([0, 1]), gen.flat([0, 1]))
+
+
 # ---------------------------------------------------------------- functional forward / fast penalty
 _GEN_KWARGS = [
     dict(chunk_size=37, chunk_emb_size=5, hidden=(9, 7), activation="elu", task_emb_size=4),   # truncated last chunk

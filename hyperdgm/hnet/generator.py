@@ -150,6 +150,7 @@ class WeightGenerator(nn.Module):
         else:
             self.hnet = HMLP(all_shapes, uncond_in_size=0, **common)
         self._init_weights()
+        self._output_layer_column_major()
         self.task_embs = nn.ParameterList()
         self.task_buffers = nn.ModuleList()  # per task: one _BufferSet per target (empty without buffers)
         for _ in range(int(n_tasks)):
@@ -172,6 +173,19 @@ class WeightGenerator(nn.Module):
                 nn.init.xavier_uniform_(p)
             else:
                 nn.init.zeros_(p)
+
+    @torch.no_grad()
+    def _output_layer_column_major(self) -> None:
+        """Store the output layer's weight ``[chunk_size, H]`` column-major (its transpose contiguous).
+
+        Same shape and values; only the memory layout changes. Its products have one dimension of the
+        chunk size and one of ~10: in this layout ``F.linear``'s forward + backward took 6.0 against 11.1 ms
+        on a CPU (split MNIST, 12 chunks of 42,000), and the output regularizer reads ``W^T`` without a copy.
+        Gradients, Adam's state and checkpoints loaded into it keep the layout.
+        """
+        p = self.hnet.internal_params[self._layout()["weights"][-1]]
+        if p.dim() == 2 and p.shape[0] > p.shape[1]:
+            p.data = p.data.T.contiguous().T
 
     # ------------------------------------------------------------------ tasks
     @property

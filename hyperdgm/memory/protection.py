@@ -278,7 +278,10 @@ class HnetProtection(Protection):
             params = params[:-1]  # chunk embeddings (last) keep their N(0, 1) init
         with torch.no_grad():
             for p in params:
-                _init_(p)
+                # drawn row-major and copied in: the same values whatever layout the generator stores p in
+                fresh = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+                _init_(fresh)
+                p.copy_(fresh)
 
     def grow(self, n_tasks: int) -> None:
         while self.gen.n_tasks < n_tasks:
