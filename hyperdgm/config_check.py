@@ -25,7 +25,7 @@ from .lr_schedule import PLATEAU_NEEDS_VAL, parse as parse_lr_schedule
 from .precision import PRECISIONS
 from .tracking import artifact_root_for
 
-TOP_LEVEL_KEYS = frozenset({"seed", "device", "threads", "deterministic", "data_root", "download", "resume", "run_name",
+TOP_LEVEL_KEYS = frozenset({"seed", "seeds", "device", "threads", "deterministic", "data_root", "download", "resume", "run_name",
                             "benchmark", "scenario", "method", "memory", "trainer", "tracking"})
 BENCHMARK_KEYS = frozenset({"name", "n_tasks", "class_order", "val_size", "pad", "normalize", "augment",
                             "train_limit", "test_limit", "net", "first_unpermuted"})
@@ -116,6 +116,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"config has no {section} section")
     if not _is_int(c.get("seed")):
         raise ConfigError(f"seed must be an integer, got {c.get('seed')!r}")
+    seeds = c.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(_is_int(v) for v in seeds)
+                              or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"seeds must be null or a list of distinct integers (seeds=[0,1,2]), got {seeds!r}")
     if not _int_at_least(1, optional=True)(c.get("threads")):
         raise ConfigError(f"threads must be null or an integer >= 1, got {c.get('threads')!r}")
     if not _boolean(c.get("deterministic", False)):

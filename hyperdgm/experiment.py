@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import config_check as cc
 from .config_check import resolve_device
@@ -33,7 +33,7 @@ from .methods import build_method
 from .naming import run_name, size_metrics
 from .rundir import CONFIG_FILE, RunDir
 from .scenarios import ScenarioError, make_scenario
-from .tracking import build_tracker
+from .tracking import build_tracker, defer_interrupt
 from .trainer import Result, Trainer
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ def signals_as_interrupts() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         if not fired:
             fired.append(signum)
-            raise Interrupted(signum)
+            if not defer_interrupt(signum):  # never in the middle of a write to the tracking store
+                raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -150,6 +151,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None, tags: 
         device = resolve_device(c.get("device", "auto"))
         method = build_method(method_config(cfg))
         cc.check_method_scenario(method, c)  # before the data loads
+    if c.get("seeds") is not None:
+        return _run_seeds(cfg, c, run_dir, device, resuming, overrides, tags)
     rd = RunDir(run_dir)
     rd.lock()
     try:
@@ -193,28 +196,123 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
     return trainer
 
 
+def _start_tracking(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None,
+                    overrides: Sequence[str] | None = None, tags: Mapping[str, str] | None = None) -> None:
+    """Open (or continue) the run's MLflow run: identity tags, sizes, config and data set."""
+    tracker, method, bench, scenario = trainer.tracker, trainer.method, trainer.benchmark, trainer.scenario
+    name = str(c.get("run_name") or run_name(c, overrides))
+    tracker.start(experiment=bench.name, run_name=name, params=c, run_id=run_id)
+    rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
+    tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
+                      "device": str(trainer.device), "machine": describe(trainer.device), "run_dir": str(rd.path),
+                      "eval_split": trainer.cfg.eval_split,  # val runs select, test runs report
+                      **(tags or {})})
+    counts = method.param_counts()
+    tracker.log_metrics(size_metrics(method))  # at the start too: a crashed run still says how big it was
+    if run_id is None:
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracker.log_benchmark(bench, c["data_root"])
+    log.info("%s on %s (%s), %d tasks, device %s, params %s", method.name, bench.name, scenario.name,
+             bench.n_tasks, trainer.device, counts)
+
+
 def _track_and_fit(cfg: DictConfig, c: dict[str, Any], rd: RunDir, trainer: Trainer, run_id: str | None,
                    overrides: Sequence[str] | None = None, tags: Mapping[str, str] | None = None) -> Result:
     """Open (or continue) the MLflow run, train, and end the run FINISHED, FAILED or KILLED."""
-    tracker, method, bench, scenario = trainer.tracker, trainer.method, trainer.benchmark, trainer.scenario
+    tracker = trainer.tracker
     try:
-        name = str(c.get("run_name") or run_name(c, overrides))
-        tracker.start(experiment=bench.name, run_name=name, params=c, run_id=run_id)
-        rd.save_mlflow_run_id(tracker.run_id)  # from the start: any resume continues this MLflow run
-        tracker.set_tags({"method": method.name, "scenario": scenario.name, "benchmark": bench.name,
-                          "device": str(trainer.device), "machine": describe(trainer.device), "run_dir": str(rd.path),
-                          "eval_split": trainer.cfg.eval_split,  # val runs select, test runs report
-                          **(tags or {})})
-        counts = method.param_counts()
-        tracker.log_metrics(size_metrics(method))  # at the start too: a crashed run still says how big it was
-        if run_id is None:
-            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            tracker.log_benchmark(bench, c["data_root"])
-        log.info("%s on %s (%s), %d tasks, device %s, params %s", method.name, bench.name, scenario.name,
-                 bench.n_tasks, trainer.device, counts)
+        _start_tracking(cfg, c, rd, trainer, run_id, overrides, tags)
         result = trainer.fit()
     except BaseException as err:
         tracker.finish(error=err)
         raise
     tracker.finish()
     return result
+
+
+# -- several seeds in one process ---------------------------------------------------------------
+def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """One seed's own config in a ``seeds=`` run: ``seed`` set, ``seeds`` cleared (a plain run's config)."""
+    out = cfg.copy()
+    with open_dict(out):
+        out.seed = int(seed)
+        out.seeds = None
+        out.resume = None
+    return out
+
+
+def _run_seeds(cfg: DictConfig, c: dict[str, Any], run_dir: Path, device: torch.device, resuming: bool,
+               overrides: Sequence[str] | None, tags: dict[str, str]) -> Result:
+    """``seeds=[...]``: every seed a whole run of its own in ``<run dir>/seed_<s>``, trained together
+    (:mod:`hyperdgm.seed_batch`); one parent MLflow run holds the seeds' runs. ``resume=`` of the run dir
+    continues every seed from its last checkpoint. Returns the first seed's result, its summary the
+    seeds' mean (what a sweeper optimises)."""
+    seeds = [int(s) for s in c["seeds"]]
+    top = RunDir(run_dir)
+    dirs = [RunDir(run_dir / f"seed_{s}") for s in seeds]
+    top.lock()
+    trainers: list[Trainer] = []
+    try:
+        with bad_input():
+            _check_claim(top, cfg, resuming)
+            if not resuming:
+                top.create_identity(int(c["seed"]), cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
+            for s, rd in zip(seeds, dirs):
+                scfg = seed_config(cfg, s)
+                sc = cc.validate(scfg)
+                rd.lock()
+                ident = _check_claim(rd, scfg, resuming)
+                _preflight(scfg, rd)
+                trainer = _build(sc, rd, build_method(method_config(scfg)), device)
+                if ident is None:
+                    ident = rd.create_identity(s, cc.config_hash(scfg), OmegaConf.to_yaml(scfg))
+                trainer.identity = {k: ident[k] for k in ("run_key", "config_hash")}
+                trainer.label = f"seed {s}: "
+                if resuming and trainer.load_latest() is None:
+                    log.warning("no intact checkpoint in %s: seed %d starts from the first task", rd.path, s)
+                trainers.append(trainer)
+        return _track_and_fit_seeds(cfg, c, top, dirs, trainers, resuming, overrides, tags)
+    finally:
+        for rd in (*dirs, top):
+            rd.unlock()
+
+
+def _track_and_fit_seeds(cfg: DictConfig, c: dict[str, Any], top: RunDir, dirs: Sequence[RunDir],
+                         trainers: Sequence[Trainer], resuming: bool, overrides: Sequence[str] | None,
+                         tags: dict[str, str]) -> Result:
+    from .seed_batch import fit_seeds, stack_reason
+    from .sweep import PARENT_TAG
+
+    parent = trainers[0].tracker.spawn()
+    bench = trainers[0].benchmark
+    why = stack_reason(trainers)
+    batch_tag = (f"{len(trainers)} seeds trained as one batched learner; time/task is each seed's share"
+                 if why is None else f"seeds trained one after another ({why})")
+    opened: list[Any] = []
+    try:
+        name = str(c.get("run_name") or run_name(c, overrides))
+        parent.start(experiment=bench.name, run_name=f"{name} seeds={','.join(map(str, c['seeds']))}", params=c,
+                     run_id=top.mlflow_run_id() if resuming else None,
+                     tags={"seeds": ",".join(map(str, c["seeds"])), "seed_batch": batch_tag,
+                           PARENT_TAG: "true", **tags})  # reports and reproduction tables read the seeds' runs
+        top.save_mlflow_run_id(parent.run_id)
+        opened.append(parent)
+        for tr, rd in zip(trainers, dirs):
+            scfg = seed_config(cfg, tr.seed)
+            _start_tracking(scfg, cc.validate(scfg), rd, tr, rd.mlflow_run_id() if resuming else None,
+                            [*(overrides or []), f"seed={tr.seed}"],
+                            {**tags, "mlflow.parentRunId": str(parent.run_id), "seed_batch": batch_tag})
+            opened.append(tr.tracker)
+        results = fit_seeds(trainers)
+    except BaseException as err:
+        for t in reversed(opened):
+            t.finish(error=err)
+        raise
+    mean = {k: float(sum(r.summary[k] for r in results) / len(results)) for k in results[0].summary}
+    if not any(r.extra.get("stopped") for r in results):  # the seeds' mean on the parent (the runs table's row)
+        parent.log_metrics({f"final/{k}": v for k, v in mean.items()})
+    for t in reversed(opened):
+        t.finish()
+    first = results[0]
+    return Result(first.R, mean, first.task_times, first.param_counts, parent.run_id,
+                  {"seeds": {tr.seed: r for tr, r in zip(trainers, results)}})

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -91,6 +92,46 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+class _Writes:
+    depth = 0
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def store_write() -> Iterator[None]:
+    """A SIGINT / SIGTERM arriving during a write to the store interrupts the run once the write is done
+    (:func:`defer_interrupt`): a sqlite write cut short leaves the store locked for the run's last writes."""
+    _Writes.depth += 1
+    try:
+        yield
+    except BaseException:
+        _Writes.depth -= 1
+        if _Writes.depth == 0:
+            _Writes.pending = None  # the write failed on its own: that error is the one to report
+        raise
+    _Writes.depth -= 1
+    if _Writes.depth == 0 and _Writes.pending is not None:
+        signum, _Writes.pending = _Writes.pending, None
+        raise Interrupted(signum)
+
+
+def defer_interrupt(signum: int) -> bool:
+    """For a signal handler: True (the interrupt is raised when the store write ends) while one runs."""
+    if _Writes.depth > 0:
+        _Writes.pending = signum
+        return True
+    return False
+
+
+def _uninterrupted(fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with store_write():
+            return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__, wrapper.__qualname__ = fn.__name__, fn.__doc__, fn.__qualname__
+    return wrapper
+
+
 class TrackingError(ConfigError):
     """The tracking store cannot be opened or written."""
 
@@ -105,7 +146,12 @@ class Tracker:
     run_id: str | None = None
     maps: bool = False  # 2-D maps of task embeddings and replay after each task (hyperdgm.maps)
 
-    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None: ...
+    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> None: ...
+
+    def spawn(self) -> "Tracker":
+        """A tracker of the same kind and store for another run (not started)."""
+        return type(self)()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
 
@@ -125,7 +171,11 @@ class Tracker:
 
 
 class MLflowTracker(Tracker):
-    """Tracks into an MLflow store; ``uri`` may be any tracking URI (sqlite file, remote server)."""
+    """Tracks into an MLflow store; ``uri`` may be any tracking URI (sqlite file, remote server).
+
+    Every call names its run (``MlflowClient``, no fluent "active run"): several trackers can hold runs
+    open in one process at once (the seeds of a seed-batched run, each its own run under one parent).
+    """
 
     def __init__(self, uri: str = "sqlite:///runs/mlflow.db", artifact_root: str | None = None, maps: bool = True) -> None:
         import mlflow
@@ -138,34 +188,65 @@ class MLflowTracker(Tracker):
             raise TrackingError(f"MLflow store {uri}: cannot create its directory ({err.strerror}: {err.filename})") from err
         self.artifact_root = artifact_root_for(self.uri, artifact_root)
         self.run_id = None
+        self._client: Any = None
+        self._open_run = False
 
-    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None) -> None:
+    def spawn(self) -> "MLflowTracker":
+        """A tracker on the same store for another run (not started)."""
+        twin = MLflowTracker.__new__(MLflowTracker)
+        twin.__dict__.update(maps=self.maps, _mlflow=self._mlflow, uri=self.uri, artifact_root=self.artifact_root,
+                             run_id=None, _client=None, _open_run=False)
+        return twin
+
+    @_uninterrupted
+    def start(self, experiment: str, run_name: str, params: Mapping[str, Any], run_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> None:
         try:
             with store_lock(self.uri):
-                self._open(experiment, run_name, run_id)
+                self._open(experiment, run_name, run_id, dict(tags or {}))
                 if run_id is None:
-                    items = sorted(flatten(params).items())
-                    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-                        self._mlflow.log_params(dict(items[i : i + 100]))
+                    self._log_params(params)
         except Exception as err:  # MLflow and SQLAlchemy raise many types; the run cannot be tracked
-            if self._mlflow.active_run() is not None:
-                self._mlflow.end_run(status="FAILED")
+            if self._open_run:
+                self._end("FAILED")
             first = (str(err).strip().splitlines() or [""])[0][:300]
             raise TrackingError(f"MLflow store {self.uri}: cannot open run ({type(err).__name__}: {first})") from err
         log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, experiment, self.uri)
 
-    def _open(self, experiment: str, run_name: str, run_id: str | None) -> None:
-        mlflow = self._mlflow
-        mlflow.set_tracking_uri(self.uri)
-        if run_id is not None:
-            mlflow.get_run(run_id)  # a run this store does not hold fails here, in one line
-        if mlflow.get_experiment_by_name(experiment) is None:
-            self._create_experiment(experiment)
-        mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
-        self.run_id = run.info.run_id
+    def _log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
 
-    def _create_experiment(self, experiment: str) -> None:
+        items = sorted(flatten(params).items())
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self._client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+
+    def _open(self, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]) -> None:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        client = self._store()
+        if run_id is not None:
+            client.get_run(run_id)  # a run this store does not hold fails here, in one line
+            client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            if tags:
+                self.set_tags(tags)
+        else:
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp is not None else self._create_experiment(experiment)
+            # the fluent API's default tags (user, source, git commit) and ours
+            run = client.create_run(exp_id, run_name=run_name, tags=resolve_tags(tags))
+            self.run_id = run.info.run_id
+        self._open_run = True
+
+    def _store(self) -> Any:
+        """The store's client (made on first use: opening a new sqlite store creates its tables)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _create_experiment(self, experiment: str) -> str:
         """Create it unless another job just did: jobs on a tracking server race between the lookup
         and the creation (a sqlite store's lock already orders them)."""
         from mlflow.exceptions import MlflowException
@@ -173,38 +254,54 @@ class MLflowTracker(Tracker):
         loc = (self.artifact_root / experiment).as_uri() if self.artifact_root else None
         try:
             # model training; MLflow 3.17's UI ignores the tag (the address decides: hyperdgm/ui.py), others read it
-            self._mlflow.create_experiment(experiment, artifact_location=loc,
-                                           tags={"mlflow.experimentKind": "custom_model_development"})
+            return self._store().create_experiment(experiment, artifact_location=loc,
+                                                   tags={"mlflow.experimentKind": "custom_model_development"})
         except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS" or self._mlflow.get_experiment_by_name(experiment) is None:
+            exp = self._store().get_experiment_by_name(experiment)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or exp is None:
                 raise
             log.info("experiment '%s' was created by another job meanwhile", experiment)
+            return exp.experiment_id
 
+    @_uninterrupted
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
         clean = {metric_key(k): metric_value(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
         if clean:
-            self._mlflow.log_metrics(clean, step=step)
+            now = int(time.time() * 1000)
+            self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(step or 0)) for k, v in clean.items()])
 
+    @_uninterrupted
     def log_artifact(self, path: str | os.PathLike, subdir: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path=subdir)
+        self._client.log_artifact(self.run_id, str(path), artifact_path=subdir)
 
+    @_uninterrupted
     def log_text(self, text: str, name: str) -> None:
-        self._mlflow.log_text(text, name)
+        self._client.log_text(self.run_id, text, name)
 
+    @_uninterrupted
     def log_figure(self, fig: Any, name: str) -> None:
-        self._mlflow.log_figure(fig, name)
+        self._client.log_figure(self.run_id, fig, name)
 
+    @_uninterrupted
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """A stepped image (``key`` once per task): the UI's image-grid chart and its step slider."""
-        self._mlflow.log_image(image, key=key, step=step, synchronous=True)  # on disk before the run ends
+        self._client.log_image(self.run_id, image, key=key, step=step, synchronous=True)  # on disk before the run ends
 
+    @_uninterrupted
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._mlflow.set_tags(dict(tags))
+        from mlflow.entities import RunTag
 
+        if tags:
+            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_uninterrupted
     def log_benchmark(self, bench: Any, data_root: str | os.PathLike) -> None:
         """The benchmark as the run's dataset input (the runs table's Dataset column)."""
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
         from mlflow.types import Schema, TensorSpec
 
         shape = tuple(bench.tasks[0].input_shape)
@@ -213,28 +310,33 @@ class MLflowTracker(Tracker):
                          digest=benchmark_digest(bench), schema=schema)
         sizes = {s: sum(len(t.split(s)) for t in bench.tasks) for s in ("train", "val", "test")
                  if all(getattr(t, s) is not None for t in bench.tasks)}
-        self._mlflow.log_input(ds, context="training", tags={"n_tasks": str(bench.n_tasks),
-                                                             **{f"n_{k}": str(v) for k, v in sizes.items()}})
+        tags = {"mlflow.data.context": "training", "n_tasks": str(bench.n_tasks), **{f"n_{k}": str(v) for k, v in sizes.items()}}
+        self._client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                                    [InputTag(k, v) for k, v in tags.items()])])
+
+    @_uninterrupted
+    def _end(self, status: str) -> None:
+        self._open_run = False
+        self._client.set_terminated(self.run_id, status=status)
 
     def finish(self, error: BaseException | None = None) -> None:
-        mlflow = self._mlflow
-        if mlflow.active_run() is None:
+        if not self._open_run:
             return
         if error is None:
-            mlflow.end_run(status="FINISHED")
+            self._end("FINISHED")
             return
         if _interrupted(error):
             try:
-                mlflow.set_tag("interrupted", str(error) or "KeyboardInterrupt")
+                self.set_tags({"interrupted": str(error) or "KeyboardInterrupt"})
             finally:
-                mlflow.end_run(status="KILLED")
+                self._end("KILLED")
             return
         msg = f"{type(error).__name__}: {error}"
         try:
-            mlflow.set_tag("error", msg[:5000])
-            mlflow.log_text("".join(traceback.format_exception(error)), "error.txt")
+            self.set_tags({"error": msg[:5000]})
+            self.log_text("".join(traceback.format_exception(error)), "error.txt")
         finally:
-            mlflow.end_run(status="FAILED")
+            self._end("FAILED")
 
 
 def build_tracker(cfg: Mapping[str, Any] | None) -> Tracker:

@@ -112,6 +112,67 @@ def task_seed(seed: int, task_id: int) -> int:
     return int(seed) * 1009 + 7919 * (task_id + 1)
 
 
+class TaskLoop:
+    """One task's training loop around a trainer: seeding, ``begin_task``, the seeded batches, logging,
+    the epoch's lr schedule, ``end_task``. Iterating yields ``(x, y)``; the caller steps the method
+    and hands the losses to :meth:`after_step` (the seed batch steps several methods at once)."""
+
+    def __init__(self, trainer: "Trainer", task: Any, *, progress: bool | None = None, label: str = "") -> None:
+        self.trainer, self.task = trainer, task
+        seed = task_seed(trainer.seed, task.id)
+        torch.manual_seed(seed)
+        trainer.rng.manual_seed(seed)
+        m = trainer.method
+        m.train()
+        self.n, self.bs = len(task.train), min(trainer.cfg.batch_size, len(task.train))
+        self.iters = trainer.n_iters(task)
+        m.plan_task(self.iters, self.bs)  # schedules inside a method (e.g. DGM's annealing) need the task's length
+        with region("begin_task"):
+            m.begin_task(task)
+        self.schedule = m.lr_schedule
+        self.schedule.start(m.scheduled_optimizers())
+        self.per_epoch = math.ceil(self.n / self.bs)  # hypercl's iterations per epoch
+        self.perm: torch.Tensor | None = None
+        self.pos = self.n
+        self.it = 0
+        show = trainer.cfg.progress if progress is None else progress
+        self.bar = tqdm(total=self.iters, desc=f"task {task.id + 1}/{trainer.benchmark.n_tasks}{label}",
+                        disable=not show, mininterval=1.0, leave=False)
+        self.base_step = task.id * self.iters
+        self.autocast = trainer.autocast()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while self.it < self.iters:
+            yield self.next_batch()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next seeded training batch (a fresh permutation each epoch, no per-sample Python)."""
+        tr = self.trainer
+        if self.pos + self.bs > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=tr.rng, device=tr.device), 0
+        idx = self.perm[self.pos : self.pos + self.bs]
+        self.pos += self.bs
+        with region("data"):
+            return self.task.batch("train", idx, train_aug=True, generator=tr.rng)
+
+    def after_step(self, losses: Mapping[str, torch.Tensor]) -> None:
+        tr, it = self.trainer, self.it + 1
+        self.it = it
+        self.bar.update(1)
+        if tr.cfg.log_every and it % tr.cfg.log_every == 0:
+            vals = {k: float(v) for k, v in losses.items()}  # the only host sync, every log_every steps
+            tr._check_losses(vals, self.task.id, it, self.iters)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()}, refresh=False)
+            tr.tracker.log_metrics({f"train/{k}": v for k, v in vals.items()}, step=self.base_step + it)
+        if self.schedule.active and it % self.per_epoch == 0 and it < self.iters:
+            tr._end_epoch(self.task, self.base_step + it)
+
+    def close(self) -> None:
+        self.bar.close()
+        with region("end_task"):
+            self.trainer.method.end_task(self.task)
+
+
 class Trainer:
     def __init__(
         self,
@@ -134,6 +195,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = seed
         self.identity = dict(identity or {})  # run_key, config_hash: written into every checkpoint
+        self.label = ""  # before its log lines ("seed 3: " in a seeds= run)
         self.device = torch.device(device)
         self.rng = torch.Generator(device=self.device)
         try:
@@ -291,43 +353,13 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_task(self, task: Any) -> None:
-        seed = task_seed(self.seed, task.id)
-        torch.manual_seed(seed)
-        self.rng.manual_seed(seed)
+        loop = TaskLoop(self, task)
         m = self.method
-        m.train()
-        n, bs = len(task.train), min(self.cfg.batch_size, len(task.train))
-        iters = self.n_iters(task)
-        m.plan_task(iters, bs)  # schedules inside a method (e.g. DGM's annealing) need the task's length
-        with region("begin_task"):
-            m.begin_task(task)
-        schedule = m.lr_schedule
-        schedule.start(m.scheduled_optimizers())
-        per_epoch = math.ceil(n / bs)  # hypercl's iterations per epoch
-        perm, pos = None, n
-        bar = tqdm(range(iters), desc=f"task {task.id + 1}/{self.benchmark.n_tasks}", disable=not self.cfg.progress,
-                   mininterval=1.0, leave=False)
-        base_step = task.id * iters
-        autocast = self.autocast()
-        for it in bar:
-            if pos + bs > n:  # a new epoch: fresh seeded permutation, no per-sample Python
-                perm, pos = torch.randperm(n, generator=self.rng, device=self.device), 0
-            idx = perm[pos : pos + bs]
-            pos += bs
-            with region("data"):
-                x, y = task.batch("train", idx, train_aug=True, generator=self.rng)
-            with autocast, region("step"):
+        for x, y in loop:
+            with loop.autocast, region("step"):
                 losses = m.step(x, y, task.id)
-            if self.cfg.log_every and (it + 1) % self.cfg.log_every == 0:
-                vals = {k: float(v) for k, v in losses.items()}  # the only host sync, every log_every steps
-                self._check_losses(vals, task.id, it + 1, iters)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()}, refresh=False)
-                self.tracker.log_metrics({f"train/{k}": v for k, v in vals.items()}, step=base_step + it + 1)
-            if schedule.active and (it + 1) % per_epoch == 0 and it + 1 < iters:
-                self._end_epoch(task, base_step + it + 1)
-        bar.close()
-        with region("end_task"):
-            m.end_task(task)
+            loop.after_step(losses)
+        loop.close()
 
     def _end_epoch(self, task: Any, step: int) -> None:
         """Step the method's lr schedule after an epoch; ``plateau`` reads the task's *validation* accuracy."""
@@ -350,36 +382,51 @@ class Trainer:
                 "no checkpoint written for this task")
 
     def fit(self) -> Result:
-        bench = self.benchmark
-        end = bench.n_tasks if not self.cfg.stop_after else min(bench.n_tasks, int(self.cfg.stop_after))
-        for task in bench.tasks[self.start_task : end]:
+        for task in self.benchmark.tasks[self.start_task : self.end_task_id]:
             t0 = time.perf_counter()
             self.train_task(task)
-            self.check_finite(self.method.state_dict(), task.id, "after training")
-            self.task_times.append(time.perf_counter() - t0)
-            with region("evaluate"):
-                accs = self.evaluate(task.id)
-            self.R[task.id, : task.id + 1] = accs
-            s = self.summary(after=task.id)
-            log.info(
-                "task %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f",
-                task.id + 1, bench.n_tasks, self.task_times[-1], " ".join(f"{a:.2f}" for a in accs),
-                s["acc_avg"], _during_text(s), s["forgetting"],
-            )
-            row = {f"acc/task_{j}": a for j, a in enumerate(accs)}
-            row.update(s)
-            row["time/task"] = self.task_times[-1]
-            self.tracker.log_metrics(row, step=task.id)
-            with region("artifacts"):
-                if self.tracker.run_id is not None:  # no figure drawn for tracking=none
-                    log_accuracy_matrix_image(self.R, task.id, self.tracker, task_labels(bench.tasks))
-                    if self.tracker.maps:
-                        log_maps(self.method, self.tracker, bench.tasks, task.id, self.seed)
-                self.method.log_artifacts(self.tracker, task)
-            with region("checkpoint"):
-                self.save_checkpoint(task.id)
-        if end < bench.n_tasks:
-            log.info("stopped after task %d of %d as asked; continue with resume=%s", end, bench.n_tasks, self.run_dir)
+            self.after_task(task, time.perf_counter() - t0)
+        return self.end_fit()
+
+    @property
+    def end_task_id(self) -> int:
+        """One past the last task this run trains (``trainer.stop_after`` may stop it early)."""
+        n = self.benchmark.n_tasks
+        return n if not self.cfg.stop_after else min(n, int(self.cfg.stop_after))
+
+    def after_task(self, task: Any, seconds: float) -> None:
+        """Once ``task`` is trained (in ``seconds``): check, evaluate every seen task, log, checkpoint."""
+        bench = self.benchmark
+        self.check_finite(self.method.state_dict(), task.id, "after training")
+        self.task_times.append(seconds)
+        with region("evaluate"):
+            accs = self.evaluate(task.id)
+        self.R[task.id, : task.id + 1] = accs
+        s = self.summary(after=task.id)
+        log.info(
+            "%stask %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f", self.label,
+            task.id + 1, bench.n_tasks, self.task_times[-1], " ".join(f"{a:.2f}" for a in accs),
+            s["acc_avg"], _during_text(s), s["forgetting"],
+        )
+        row = {f"acc/task_{j}": a for j, a in enumerate(accs)}
+        row.update(s)
+        row["time/task"] = self.task_times[-1]
+        self.tracker.log_metrics(row, step=task.id)
+        with region("artifacts"):
+            if self.tracker.run_id is not None:  # no figure drawn for tracking=none
+                log_accuracy_matrix_image(self.R, task.id, self.tracker, task_labels(bench.tasks))
+                if self.tracker.maps:
+                    log_maps(self.method, self.tracker, bench.tasks, task.id, self.seed)
+            self.method.log_artifacts(self.tracker, task)
+        with region("checkpoint"):
+            self.save_checkpoint(task.id)
+
+    def end_fit(self) -> Result:
+        """The result once every task up to :attr:`end_task_id` is trained."""
+        end = self.end_task_id
+        if end < self.benchmark.n_tasks:
+            log.info("stopped after task %d of %d as asked; continue with resume=%s", end, self.benchmark.n_tasks,
+                     self.run_dir)
             return Result(self.R, self.summary(after=end - 1), list(self.task_times),
                           self.method.param_counts(), self.tracker.run_id, {"stopped": True})
         return self.finish()
@@ -400,7 +447,7 @@ class Trainer:
         out = self.run_dir if self.run_dir else None
         accuracy_matrix_artifacts(self.R, names, self.tracker, out)
         log.info(
-            "final: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f, %.1fs; params %s",
+            "%sfinal: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f, %.1fs; params %s", self.label,
             summary["acc_avg"], _during_text(summary), summary["forgetting"], summary["bwt"],
             final["time/total"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in counts.items()},
         )

@@ -277,7 +277,7 @@ def test_bad_input_gives_exit_2_and_one_line(data_root, tmp_path):
     ("trainer.iters_per_task=-5", "trainer.iters_per_task must be an integer >= 1, got -5"),
     ("trainer.epochs=0", "trainer.epochs must be null or a number > 0, got 0"),
     ("trainer.progress=maybe", "trainer.progress must be true or false, got 'maybe'"),
-    ("+seeds=3", "unknown config key seeds "),
+    ("+seed_list=3", "unknown config key seed_list "),
     ("+benchmark.n_task=3", "unknown config key benchmark.n_task "),
     ("scenario.name=cl4", "scenario.name='cl4' is not one of cl1, cl2, cl3, cil"),
     ("device=gpu", "device='gpu' is not a device"),

@@ -82,15 +82,19 @@ def test_digest_follows_selection_and_samples(monkeypatch):
 
 
 def test_logged_as_the_runs_dataset_input(tmp_path):
-    """What the MLflow tracker hands to ``mlflow.log_input`` for a synthetic benchmark (the store itself is
-    tests/test_tracking.py's)."""
+    """What the MLflow tracker hands to the store's ``log_inputs`` for a synthetic benchmark (the store itself
+    is tests/test_tracking.py's)."""
     from hyperdgm.tracking import MLflowTracker
 
     logged = []
     tracker = object.__new__(MLflowTracker)  # no store: only the dataset input is looked at
-    tracker._mlflow = type("Recorder", (), {"log_input": staticmethod(lambda ds, **kw: logged.append((ds, kw)))})
+    tracker.run_id = "r1"
+    tracker._client = type("Recorder", (), {
+        "log_inputs": staticmethod(lambda run_id, datasets: logged.append((run_id, datasets)))})()
     bench = build_benchmark("synthetic", None, n_tasks=2, train_limit=100, test_limit=50)
     tracker.log_benchmark(bench, tmp_path)
-    ((ds, kw),) = logged
-    assert ds.name == "synthetic" and ds.digest == benchmark_digest(bench)
-    assert kw["tags"] == {"n_tasks": "2", "n_train": "200", "n_test": "100"}
+    ((run_id, (inp,)),) = logged
+    assert run_id == "r1"
+    assert inp.dataset.name == "synthetic" and inp.dataset.digest == benchmark_digest(bench)
+    assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training", "n_tasks": "2",
+                                                  "n_train": "200", "n_test": "100"}

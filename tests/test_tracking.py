@@ -168,3 +168,21 @@ def test_installed_ui_reads_the_workflow_type_from_the_address():
     main = next(js.glob("main.*.js")).read_text(errors="replace")
     assert 'e.MACHINE_LEARNING="machine_learning"' in main and 'get("workflowType")' in main
     assert '"viewStateShareKey"' in main and '"mlflow.sharedViewState."' in main
+
+
+def test_an_interrupt_during_a_store_write_waits_for_the_write_to_end():
+    """SIGINT / SIGTERM inside a write to the store (a cut-short sqlite write leaves it locked) is raised after it."""
+    import signal
+
+    from hyperdgm.errors import Interrupted
+    from hyperdgm.tracking import defer_interrupt, store_write
+
+    written = []
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with store_write():
+            with store_write():  # nested writes: raised once the outermost ends
+                assert defer_interrupt(signal.SIGTERM)
+                written.append("inner")
+            written.append("outer")
+    assert written == ["inner", "outer"]
+    assert not defer_interrupt(signal.SIGTERM)  # outside a write the handler raises at once

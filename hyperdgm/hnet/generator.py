@@ -248,6 +248,7 @@ class WeightGenerator(nn.Module):
         *,
         delta: Sequence[Tensor] | None = None,
         embeddings: Tensor | None = None,
+        params: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Flattened generated weights ``[n, n_target_params]`` of several tasks in one batched call.
 
@@ -256,6 +257,8 @@ class WeightGenerator(nn.Module):
             delta: one tensor per entry of :meth:`hnet_parameters`; the hypernetwork is evaluated
                 at ``theta + delta`` (lookahead).
             embeddings: ``[n, task_emb_size]`` (or 1-D) embeddings overriding the stored ones.
+            params: tensors standing in for :meth:`hnet_parameters` (a functional call: e.g. one seed's
+                slice of stacked parameters under ``torch.func.vmap``).
         """
         if embeddings is not None:
             cond = embeddings.reshape(-1, self.task_emb_size)
@@ -265,8 +268,8 @@ class WeightGenerator(nn.Module):
             cond = self._embeddings(task_ids)
         # Generated weights and regularizer targets stay fp32 under a bf16 autocast of the target nets.
         with torch.autocast(device_type=cond.device.type, enabled=False):
-            hidden = self.hidden_features(cond.float(), delta=delta)
-            weight, bias = self.output_layer(delta)
+            hidden = self.hidden_features(cond.float(), delta=delta, params=params)
+            weight, bias = self.output_layer(delta, params=params)
             out = F.linear(hidden, weight, bias)  # [n, chunks, chunk_size]
         return out.reshape(out.shape[0], -1)[:, : self.n_target_params]
 
@@ -309,39 +312,44 @@ class WeightGenerator(nn.Module):
         j, c = lay["n_chunks"], lay["chunk_size"]
         return j, c, self.n_target_params - (j - 1) * c
 
-    def _shifted(self, delta: Sequence[Tensor] | None, i: int | None) -> Tensor | None:
+    def _shifted(self, delta: Sequence[Tensor] | None, i: int | None,
+                 params: Sequence[Tensor] | None = None) -> Tensor | None:
         if i is None:
             return None
-        p = self.hnet.internal_params[i]
+        p = (self.hnet.internal_params if params is None else params)[i]
         return p if delta is None else p + delta[i]
 
-    def hidden_features(self, cond: Tensor, *, delta: Sequence[Tensor] | None = None) -> Tensor:
+    def hidden_features(self, cond: Tensor, *, delta: Sequence[Tensor] | None = None,
+                        params: Sequence[Tensor] | None = None) -> Tensor:
         """Input of the (linear) output layer, ``[n, n_chunks, H]``, for task embeddings ``cond`` ``[n, E]``.
 
         Same operations as hypnettorch's ``ChunkedHMLP``/``HMLP`` forward: input ``[chunk_emb, task_emb]``
         (unconditional first), ``linear -> activation`` per hidden layer; the output layer is
-        :meth:`output_layer`. ``delta`` shifts the parameters (one entry per :meth:`hnet_parameters`).
+        :meth:`output_layer`. ``delta`` shifts the parameters (one entry per :meth:`hnet_parameters`);
+        ``params`` stands in for them.
         """
         lay = self._layout()
         if delta is not None and len(delta) != len(self.hnet.internal_params):
             raise ValueError(f"delta has {len(delta)} entries, expected {len(self.hnet.internal_params)}")
         n, j = cond.shape[0], lay["n_chunks"]
         if lay["chunk_embs"] is not None:
-            cemb = self._shifted(delta, lay["chunk_embs"])
+            cemb = self._shifted(delta, lay["chunk_embs"], params)
             h = torch.cat([cemb.expand(n, j, cemb.shape[1]), cond[:, None, :].expand(n, j, cond.shape[1])], dim=2)
         else:
             h = cond[:, None, :]
         act = lay["act"]
         for wi, bi in zip(lay["weights"][:-1], lay["biases"][:-1]):
-            h = F.linear(h, self._shifted(delta, wi), self._shifted(delta, bi))
+            h = F.linear(h, self._shifted(delta, wi, params), self._shifted(delta, bi, params))
             if act is not None:
                 h = act(h)
         return h
 
-    def output_layer(self, delta: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Weight ``[chunk_size, H]`` and bias (``None`` without biases) of the linear output layer, shifted by ``delta``."""
+    def output_layer(self, delta: Sequence[Tensor] | None = None,
+                     params: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Weight ``[chunk_size, H]`` and bias (``None`` without biases) of the linear output layer, shifted by
+        ``delta`` (``params`` standing in for :meth:`hnet_parameters`)."""
         lay = self._layout()
-        return self._shifted(delta, lay["weights"][-1]), self._shifted(delta, lay["biases"][-1])
+        return self._shifted(delta, lay["weights"][-1], params), self._shifted(delta, lay["biases"][-1], params)
 
     def split(self, flat_row: Tensor) -> list[Tensor] | list[list[Tensor]]:
         """Unflatten one row of :meth:`flat` into per-target lists of tensors (a single list if one target)."""

@@ -97,6 +97,17 @@ class Method(nn.Module):
     def log_artifacts(self, tracker: Any, task: Any) -> None:
         """Hook for method-specific artifacts after a task (e.g. replay sample grids)."""
 
+    # -- several seeds as one learner (hyperdgm.seed_batch) ------------------------------------
+    def seed_stack_unsupported(self) -> str | None:
+        """Why this learner's seeds cannot train as one batched learner (None: they can, see :meth:`stack_seeds`)."""
+        return f"method {self.name} has no seed-batched step"
+
+    def stack_seeds(self, methods: list["Method"], task_id: int) -> Any:
+        """A learner training ``methods`` (this one first; one per seed, each begun on the task) in batched
+        steps: ``step(x [S, B, ...], y [S, B]) -> {name: [S] losses}`` and ``finish()`` writing each seed's
+        weights back into its own method."""
+        raise NotImplementedError(self.seed_stack_unsupported() or "")
+
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to continue after the current task (tensors and plain python only)."""

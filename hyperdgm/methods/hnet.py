@@ -160,6 +160,17 @@ class HNet(Method):
             out["reg"] = reg
         return out
 
+    # -- several seeds as one learner ------------------------------------------------------
+    def seed_stack_unsupported(self) -> str | None:
+        from .hnet_stack import unsupported
+
+        return unsupported(self)
+
+    def stack_seeds(self, methods, task_id: int):
+        from .hnet_stack import StackedHNet
+
+        return StackedHNet(methods, task_id)
+
     # -- prediction ----------------------------------------------------------------------
     @torch.no_grad()
     def per_task_logits(self, x: Tensor) -> list[Tensor]:
