@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .readers import PathLike, read_cifar10, read_cifar100, read_mnist, read_svhn
+from .readers import READERS, PathLike
 from .synthetic import read_synthetic, read_synthetic_rgb
 from .tensors import DATASET_STATS, NORMALIZATIONS, pad_to, random_crop_flip, standardize
 
@@ -204,10 +204,7 @@ _SPECS: dict[str, _Spec] = {
 BENCHMARKS: tuple[str, ...] = tuple(_SPECS)
 
 _READERS: dict[str, Callable[[PathLike | None, bool], tuple[Tensor, Tensor]]] = {
-    "mnist": read_mnist,
-    "cifar10": read_cifar10,
-    "cifar100": read_cifar100,
-    "svhn": read_svhn,
+    **READERS,  # the data sets in files
     "synthetic": read_synthetic,
     "synthetic_rgb": read_synthetic_rgb,
 }

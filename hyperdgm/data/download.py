@@ -18,19 +18,19 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from .readers import DataError, MissingDataError, PathLike, read_cifar10, read_cifar100, read_mnist, read_svhn, \
-    resolve_data_root
+from .readers import READERS, DataError, MissingDataError, PathLike, resolve_data_root
 
 logger = logging.getLogger(__name__)
 
-#: dataset -> (torchvision class, sub-directory its files go to, how it is called per split, our reader)
-_SOURCES: dict[str, tuple[str, str, Callable[[bool], dict[str, Any]], Callable]] = {
-    "mnist": ("MNIST", "", lambda train: {"train": train}, read_mnist),
-    "cifar10": ("CIFAR10", "", lambda train: {"train": train}, read_cifar10),
-    "cifar100": ("CIFAR100", "", lambda train: {"train": train}, read_cifar100),
+#: dataset -> (torchvision class, sub-directory its files go to, how it is called per split); our readers: READERS
+_SOURCES: dict[str, tuple[str, str, Callable[[bool], dict[str, Any]]]] = {
+    "mnist": ("MNIST", "", lambda train: {"train": train}),
+    "cifar10": ("CIFAR10", "", lambda train: {"train": train}),
+    "cifar100": ("CIFAR100", "", lambda train: {"train": train}),
     # torchvision's SVHN writes {train,test}_32x32.mat into the root it is given: ours is root/SVHN
-    "svhn": ("SVHN", "SVHN", lambda train: {"split": "train" if train else "test"}, read_svhn),
+    "svhn": ("SVHN", "SVHN", lambda train: {"split": "train" if train else "test"}),
 }
+assert set(_SOURCES) == set(READERS), "every data set in files can be downloaded"
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
 
 
@@ -54,7 +54,8 @@ def download(dataset: str, root: PathLike | None = None) -> Path:
     if dataset not in _SOURCES:
         raise ValueError(f"cannot download {dataset!r}: one of {', '.join(DATASETS)}")
     base = resolve_data_root(root)
-    cls_name, sub, split_kw, reader = _SOURCES[dataset]
+    cls_name, sub, split_kw = _SOURCES[dataset]
+    reader = READERS[dataset]
     tv = _torchvision_datasets(dataset, base)
     target = base / sub if sub else base
     target.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def ensure(dataset: str, root: PathLike | None) -> None:
         return
     try:
         for train in (True, False):
-            _SOURCES[dataset][3](root, train)
+            READERS[dataset](root, train)
     except MissingDataError:
         download(dataset, root)
 

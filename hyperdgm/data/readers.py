@@ -35,6 +35,7 @@ __all__ = [
     "read_cifar100",
     "read_svhn",
     "clear_cache",
+    "READERS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -358,3 +359,13 @@ def read_svhn(root: PathLike | None, train: bool, *, cache: bool = True) -> tupl
         return torch.from_numpy(x), torch.from_numpy(y)
 
     return _cached(("svhn", bool(train)), [path], load, cache)
+
+
+#: The readers of the data sets that live in files under the data root, by name (one home: the benchmarks
+#: read through it, ``hyperdgm.data.download`` checks through it what a download wrote).
+READERS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "mnist": read_mnist,
+    "cifar10": read_cifar10,
+    "cifar100": read_cifar100,
+    "svhn": read_svhn,
+}
