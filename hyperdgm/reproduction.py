@@ -85,7 +85,9 @@ def reproduction_rows(runs: Sequence[Any], seeds: int = 3, table: Sequence[Mappi
             continue
         accs = [float(r.data.metrics[METRIC]) for r in got]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        walls = [(r.info.end_time - r.info.start_time) / 1000 for r in got if r.info.end_time and r.info.start_time]
+        # a seed trained in a batch of seeds (seeds=[...]) shared its run's wall time with the others: its share
+        walls = [(r.info.end_time - r.info.start_time) / 1000 / max(1, int(r.data.tags.get("seed_batch.size", 1)))
+                 for r in got if r.info.end_time and r.info.start_time]
         dates = sorted({dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.timezone.utc).date().isoformat()
                         for r in got})
         machines, loads = _machines([r.data.tags.get("machine", "not recorded") for r in got])
@@ -109,7 +111,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], uri: str, seeds: int) -> str:
         "edit by hand. Final test accuracy (%) after the last task, mean ± sample std over seeds "
         f"(the newest finished run per seed; {seeds} wanted). The paper columns are the papers' own numbers",
         "(`hyperdgm/paper_numbers.yaml`). The command is the preset's; runs may add where-to-run overrides",
-        "(`threads=`, `tracking.uri=`). Wall time is the whole run (training and evaluation) on the machine named,",
+        "(`threads=`, `tracking.uri=`). Wall time is the whole run (training and evaluation) on the machine named",
+        "(a seed trained with others in one batched learner, `seeds=[...]`, counts its share of their wall time),",
         "with the range of the load averages the runs started at (other jobs shared the machine).",
         "",
         "| " + " | ".join(head) + " |",

@@ -78,3 +78,11 @@ def test_cli_refuses_a_missing_store_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "no tracking store" in p.stderr
     assert not (tmp_path / "R.md").exists()
+
+
+def test_a_seed_trained_in_a_batch_of_seeds_counts_its_share_of_the_wall_time():
+    runs = [_run("splitmnist_hnet", "cl1", s, 99.7, 1000 + s, wall=300.0) for s in range(3)]
+    for r in runs:  # seeds=[0,1,2] trained as one learner: each run lasted the batch's 300 s
+        r.data.tags["seed_batch.size"] = "3"
+    (row,) = rp.reproduction_rows(runs, seeds=3, table=TABLE[1:2])
+    assert row["wall"] == "100 s" and row["seeds"] == 3

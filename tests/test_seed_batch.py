@@ -147,6 +147,7 @@ def test_seeds_tracked_under_one_parent_and_resumed(tmp_path):
     assert sorted(r.data.params["seed"] for r in kids) == ["0", "2"]
     assert all(r.info.status == "FINISHED" and "final.acc_avg" in r.data.metrics for r in kids)
     assert "batched learner" in kids[0].data.tags["seed_batch"]
+    assert all(r.data.tags["seed_batch.size"] == "2" for r in kids)  # reports count each seed its share
     assert resumed_parent.data.metrics["final.acc_avg"] == pytest.approx(resumed.summary["acc_avg"])
 
 
