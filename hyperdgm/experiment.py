@@ -302,8 +302,8 @@ def _track_and_fit_seeds(cfg: DictConfig, c: dict[str, Any], top: RunDir, dirs: 
             _start_tracking(scfg, cc.validate(scfg), rd, tr, rd.mlflow_run_id() if resuming else None,
                             [*(overrides or []), f"seed={tr.seed}"],
                             {**tags, "mlflow.parentRunId": str(parent.run_id), "seed_batch": batch_tag,
-                             # how many seeds shared this run's wall time (reports count each seed's share)
-                             "seed_batch.size": str(len(trainers) if why is None else 1)})
+                             # the seeds' runs all span the whole process: reports count each seed its share
+                             "seed_batch.size": str(len(trainers))})
             opened.append(tr.tracker)
         results = fit_seeds(trainers)
     except BaseException as err:
