@@ -252,6 +252,7 @@ def _run_seeds(cfg: DictConfig, c: dict[str, Any], run_dir: Path, device: torch.
     dirs = [RunDir(run_dir / f"seed_{s}") for s in seeds]
     top.lock()
     trainers: list[Trainer] = []
+    configs: list[tuple[DictConfig, dict[str, Any]]] = []  # each seed's config, validated
     try:
         with bad_input():
             _check_claim(top, cfg, resuming)
@@ -260,6 +261,7 @@ def _run_seeds(cfg: DictConfig, c: dict[str, Any], run_dir: Path, device: torch.
             for s, rd in zip(seeds, dirs):
                 scfg = seed_config(cfg, s)
                 sc = cc.validate(scfg)
+                configs.append((scfg, sc))
                 rd.lock()
                 ident = _check_claim(rd, scfg, resuming)
                 _preflight(scfg, rd)
@@ -271,15 +273,15 @@ def _run_seeds(cfg: DictConfig, c: dict[str, Any], run_dir: Path, device: torch.
                 if resuming and trainer.load_latest() is None:
                     log.warning("no intact checkpoint in %s: seed %d starts from the first task", rd.path, s)
                 trainers.append(trainer)
-        return _track_and_fit_seeds(cfg, c, top, dirs, trainers, resuming, overrides, tags)
+        return _track_and_fit_seeds(c, top, dirs, trainers, configs, resuming, overrides, tags)
     finally:
         for rd in (*dirs, top):
             rd.unlock()
 
 
-def _track_and_fit_seeds(cfg: DictConfig, c: dict[str, Any], top: RunDir, dirs: Sequence[RunDir],
-                         trainers: Sequence[Trainer], resuming: bool, overrides: Sequence[str] | None,
-                         tags: dict[str, str]) -> Result:
+def _track_and_fit_seeds(c: dict[str, Any], top: RunDir, dirs: Sequence[RunDir], trainers: Sequence[Trainer],
+                         configs: Sequence[tuple[DictConfig, dict[str, Any]]], resuming: bool,
+                         overrides: Sequence[str] | None, tags: dict[str, str]) -> Result:
     from .seed_batch import fit_seeds, stack_reason
     from .sweep import PARENT_TAG
 
@@ -297,9 +299,8 @@ def _track_and_fit_seeds(cfg: DictConfig, c: dict[str, Any], top: RunDir, dirs: 
                            PARENT_TAG: "true", **tags})  # reports and reproduction tables read the seeds' runs
         top.save_mlflow_run_id(parent.run_id)
         opened.append(parent)
-        for tr, rd in zip(trainers, dirs):
-            scfg = seed_config(cfg, tr.seed)
-            _start_tracking(scfg, cc.validate(scfg), rd, tr, rd.mlflow_run_id() if resuming else None,
+        for tr, rd, (scfg, sc) in zip(trainers, dirs, configs):
+            _start_tracking(scfg, sc, rd, tr, rd.mlflow_run_id() if resuming else None,
                             [*(overrides or []), f"seed={tr.seed}"],
                             {**tags, "mlflow.parentRunId": str(parent.run_id), "seed_batch": batch_tag,
                              # the seeds' runs all span the whole process: reports count each seed its share

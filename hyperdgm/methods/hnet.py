@@ -109,10 +109,13 @@ class HNet(Method):
             self.target.add_bn_stats()  # batch-norm statistics are per task (they cannot be generated)
         self.opt = make_optimizer(self.gen.hnet_parameters(), self.cfg)
         # Only the current embedding is trained (its own Adam, as in the reference code); old ones stay fixed.
-        self.emb_opt = make_optimizer([self.gen.task_embedding(t)],
-                                      {**self.cfg, "lr": self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))})
+        self.emb_opt = self.embedding_optimizer([self.gen.task_embedding(t)])
         for r in self.regs:
             r.begin_task()
+
+    def embedding_optimizer(self, params) -> torch.optim.Optimizer:
+        """The current task embedding's optimizer: the method's, at ``emb_lr`` (default: ``lr``)."""
+        return make_optimizer(params, {**self.cfg, "lr": self.cfg.get("emb_lr", self.cfg.get("lr", 1e-3))})
 
     def end_task(self, task) -> None:
         for r in self.regs:

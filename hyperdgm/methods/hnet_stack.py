@@ -61,7 +61,7 @@ class StackedHNet:
         self.past = (torch.stack([m.gen._embeddings(list(range(t))).detach() for m in self.methods]) if t > 0
                      else None)
         self.opt = make_optimizer(self.theta, m0.cfg)
-        self.emb_opt = make_optimizer([self.emb], {**m0.cfg, "lr": m0.cfg.get("emb_lr", m0.cfg.get("lr", 1e-3))})
+        self.emb_opt = m0.embedding_optimizer([self.emb])
         self.reg = StackedOutputRegularizer([m.reg for m in self.methods])
         self.lookahead = bool(m0.reg.lookahead)
         lay = self.gen._layout()
@@ -74,7 +74,7 @@ class StackedHNet:
         t0 = tensors[0]
         if t0.dim() == 2 and t0.stride() == (1, t0.shape[0]):
             return torch.stack([t.T for t in tensors]).transpose(1, 2)
-        return torch.stack([t.detach() for t in tensors])
+        return torch.stack(list(tensors))
 
     # -- the step ------------------------------------------------------------------------
     def _logits(self, theta: list[Tensor], emb: Tensor, x: Tensor) -> Tensor:
@@ -99,10 +99,8 @@ class StackedHNet:
         if self.reg.active:
             with region("penalty"):
                 delta = adam_lookahead(self.opt, self.theta) if self.lookahead else None
-                if delta is None:
-                    hidden = torch.func.vmap(lambda th, p: self._hidden(th, None, p))(self.theta, self.past)
-                else:
-                    hidden = torch.func.vmap(self._hidden)(self.theta, delta, self.past)
+                hidden = torch.func.vmap(self._hidden, in_dims=(0, None if delta is None else 0, 0))(
+                    self.theta, delta, self.past)
                 wi, bi = self._w_out, self._b_out
                 pen = self.reg.penalty(self.theta[wi], None if bi is None else self.theta[bi],
                                        None if delta is None else delta[wi],
