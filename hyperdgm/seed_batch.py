@@ -62,9 +62,7 @@ def fit_seeds(trainers: Sequence[Trainer]) -> list[Result]:
                 tr.after_task(tr.benchmark.tasks[t], seconds)
         else:
             for tr in active:
-                t0 = time.perf_counter()
-                tr.train_task(tr.benchmark.tasks[t])
-                tr.after_task(tr.benchmark.tasks[t], time.perf_counter() - t0)
+                tr.fit_task(tr.benchmark.tasks[t])
     return [tr.end_fit() for tr in trainers]
 
 

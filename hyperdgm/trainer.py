@@ -383,10 +383,14 @@ class Trainer:
 
     def fit(self) -> Result:
         for task in self.benchmark.tasks[self.start_task : self.end_task_id]:
-            t0 = time.perf_counter()
-            self.train_task(task)
-            self.after_task(task, time.perf_counter() - t0)
+            self.fit_task(task)
         return self.end_fit()
+
+    def fit_task(self, task: Any) -> None:
+        """Train ``task``, then evaluate, log and checkpoint it (:meth:`after_task`)."""
+        t0 = time.perf_counter()
+        self.train_task(task)
+        self.after_task(task, time.perf_counter() - t0)
 
     @property
     def end_task_id(self) -> int:
