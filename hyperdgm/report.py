@@ -164,7 +164,7 @@ def reproduction_main(argv: Sequence[str]) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(rows, a.uri, a.seeds))
-    keys = ("row", "scenario", "ours", "seeds", "paper", "wall", "status")
+    keys = ("row", "scenario", "ours", "seeds", "paper", "gap", "wall", "status")
     print(format_table([{k: str(r[k]) for k in keys} for r in rows]))
     log.info("wrote %s (%d of %d rows with runs)", out, sum(1 for r in rows if r["seeds"]), len(rows))
 

@@ -47,7 +47,10 @@ def test_rows_average_the_newest_run_per_seed_and_skip_what_does_not_report():
     assert ent["sd"] == pytest.approx(statistics.stdev([61.5, 66.0, 64.0]))
     assert ent["ours"] == f"{ent['mean']:.2f} ± {ent['sd']:.2f}" and ent["paper"] == "69.48 ± 0.80"
     assert ent["wall"] == "200 s" and ent["machine"] == "cpu X, 2 cores, load 0.5-2.5"
-    assert ent["command"] == "python -m hyperdgm.run --multirun experiment=splitmnist_hnet_ent scenario=cl3 seed=0,1,2"
+    assert ent["command"] == "python -m hyperdgm.run experiment=splitmnist_hnet_ent scenario=cl3 seeds=[0,1,2]"
+    assert ent["gap"] == f"{ent['mean'] - 69.48:+.2f} (outside 1 std)"  # 63.83 - 69.48 beyond sd 2.25
+    assert rows["HNET S-CL1"]["gap"] == "-0.09 (outside 1 std)"  # one seed (sd 0), paper sd 0.01
+    assert rows["P10"]["gap"] == "-"
     assert rows["HNET S-CL1"]["seeds"] == 1 and rows["HNET S-CL1"]["status"] == "1 of 3 seeds"
     assert rows["P10"]["ours"] == "-" and rows["P10"]["status"] == "too slow here"
     md = rp.markdown(list(rows.values()), "sqlite:///x.db", 3)
@@ -86,3 +89,10 @@ def test_a_seed_trained_in_a_batch_of_seeds_counts_its_share_of_the_wall_time():
         r.data.tags["seed_batch.size"] = "3"
     (row,) = rp.reproduction_rows(runs, seeds=3, table=TABLE[1:2])
     assert row["wall"] == "100 s" and row["seeds"] == 3
+
+
+def test_a_gap_within_the_larger_std_is_within_one_std():
+    assert rp.gap_text(98.9, 0.19, 99.09, 0.15) == "-0.19 (within 1 std)"
+    assert rp.gap_text(69.6, 7.19, 65.36, 1.57) == "+4.24 (within 1 std)"
+    assert rp.gap_text(64.44, 0.5, 69.48, 0.8) == "-5.04 (outside 1 std)"
+    assert rp.gap_text(96.0, 0.3, 96.46, None) == "-0.46 (outside 1 std)"
