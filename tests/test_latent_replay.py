@@ -148,7 +148,12 @@ def test_hnet_keeps_the_earlier_feature_generators(bench):
 def test_class_conditioned_memory_learns_from_the_labels(bench):
     m = tiny_method(bench, "hnet_lr", layer=1, condition="class")
     y = torch.tensor([0, 1, 1])
-    assert m.memory_conditions(y, 2).tolist() == [4, 5, 5]
+    assert m.memory.real_conditions(2, y).tolist() == [4, 5, 5]
+    with pytest.raises(ValueError, match="needs each sample's class"):  # never a random class for real data
+        m.memory.begin_task(0)
+        m.memory.step(torch.rand(3, 1, 28, 28), 0)
+    assert tiny_method(bench, "hnet_lr", layer=1).memory.real_conditions(2, y) is None  # task-conditioned
+    assert tiny_method(bench, "dgr").memory.real_conditions(2, y) is None  # unconditional: one constant condition
 
 
 def test_hnet_lr_end_to_end(tmp_path):

@@ -115,6 +115,29 @@ def test_hnet_tir_step_trains_the_task_inference_net(data_root):
     assert min(inferred) > 0.55, inferred  # chance: 1/3; old tasks are known only from replay
 
 
+def test_hnet_tir_class_conditioned_memory_learns_each_sample_with_its_class(data_root):
+    """memory.condition=class: the task-inference net's memory is told every real sample's global class."""
+    from hyperdgm.data.benchmarks import build_benchmark
+
+    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=20, test_limit=10)  # the last task
+    cfg = OmegaConf.to_container(OmegaConf.load("conf/method/hnet_tir.yaml"))  # trains no memory: 3 tasks
+    cfg["net"] = {"arch": "mlp", "hidden": [10]}
+    cfg["hnet"].update(chunk_size=1000, hidden=[5])
+    cfg["memory"].update(enc_hidden=[10], dec_hidden=[10], latent_dim=4, condition="class")
+    cfg["memory"]["hnet"].update(chunk_size=1000, hidden=[5])
+    m = build_method(cfg)
+    m.setup(bench, make_scenario("cl3", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    seen = []
+    step = m.memory.step
+    m.memory.step = lambda x, t, cond=None: seen.append(cond) or step(x, t, cond)
+    task = bench.tasks[1]
+    m.begin_task(bench.tasks[0])
+    m.begin_task(task)
+    x, y = task.batch("train", torch.arange(6))
+    m.step(x, y, task.id)
+    assert seen[0].tolist() == (y + 2).tolist()  # task 1 holds digits 2 and 3
+
+
 def test_hnet_r_resume_equals_uninterrupted(data_root, tmp_path):
     over = ["method=hnet_r", *SMALL_MEMORY, "scenario=cl3", "tracking=none", "benchmark.n_tasks=3",
             "benchmark.train_limit=300", "trainer.iters_per_task=30"]

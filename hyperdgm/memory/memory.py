@@ -189,6 +189,13 @@ class GenerativeMemory(nn.Module):
                 out.append(torch.tensor(ks, device=dev)[pick])
         return torch.cat(out)
 
+    def real_conditions(self, task_id: int, y: Tensor) -> Tensor | None:
+        """The conditions of real samples of ``task_id`` with within-task labels ``y`` ``[B]``: their global
+        classes when the memory is class-conditioned, else None (the task, or a constant condition)."""
+        if self.condition != "class" or len(self.task_classes[task_id]) == 1:
+            return None
+        return torch.as_tensor(self.task_classes[task_id], device=y.device)[y]
+
     def progress(self) -> tuple[int, float, int]:
         """``(epoch, fraction of the epoch done, epochs in the task)`` of the current step."""
         if self.schedule is None:
@@ -294,6 +301,9 @@ class GenerativeMemory(nn.Module):
         self.train()
         blocks: Blocks = [(int(task_id), int(x.shape[0]))]
         if cond is None:
+            if self.condition == "class" and len(self.task_classes[task_id]) > 1:
+                raise ValueError(f"a class-conditioned memory needs each sample's class (cond=): task {task_id} has "
+                                 f"{len(self.task_classes[task_id])} classes (see real_conditions)")
             cond = self.conditions(blocks)
         rep = self.protection.replay(task_id, int(x.shape[0]))
         out = self.model.step(self, x, cond, blocks, rep)

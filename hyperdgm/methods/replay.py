@@ -192,8 +192,6 @@ class ReplayClassifier(ClassifierMethod):
         if self.uses_memory:
             self.memory = build_memory(mcfg, benchmark, device, space=self.space)
             self.conditional = self.memory.conditional
-            if self.conditional and self.memory.condition == "class":
-                self.class_offsets = torch.tensor(benchmark.class_offsets, device=device)
             if not self.conditional and scenario.task_id_given and self.rcfg["cl1_heads"] == "own":
                 raise ValueError("an unconditional memory's samples have no task: CL1 needs method.replay.cl1_heads=previous")
         self.feedback = self.scfg["encoder"] == "classifier"
@@ -292,20 +290,13 @@ class ReplayClassifier(ClassifierMethod):
             old = self.teacher.features(x, self.layer)
         return (self.net.features(x, self.layer) - old).pow(2).sum(1).mean()
 
-    def memory_conditions(self, y: Tensor, task_id: int) -> Tensor | None:
-        """The memory's condition of each current sample: its global class for a class-conditioned memory,
-        else ``None`` (the memory's default, the task)."""
-        if self.conditional and self.memory.condition == "class":
-            return self.class_offsets[task_id] + y
-        return None
-
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
         out: dict[str, Tensor] = {}
         if self.train_memory and self.feedback:
             # BI-R-like: the memory steps first, so the gradient of its VAE loss, which reaches the classifier's
             # layers its encoder shares, joins the classifier's own in the classifier's step below
-            train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y))
         loss = self.loss(x, y, task_id)
         out["loss_current"] = loss.detach()
         if task_id > 0:
@@ -322,7 +313,7 @@ class ReplayClassifier(ClassifierMethod):
         out["loss"] = loss.detach()
         self.regularized_step(loss, out)
         if self.train_memory and not self.feedback:
-            train_memory_step(self.memory, self.space, x, task_id, out, self.memory_conditions(y, task_id))
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y))
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------

@@ -89,7 +89,7 @@ class HNetTIR(HNet):
             self.tir_opt.step()
             out["tir_loss"] = loss.detach()
         if self.train_memory:
-            train_memory_step(self.memory, self.pixels, x, task_id, out)
+            train_memory_step(self.memory, self.pixels, x, task_id, out, self.memory.real_conditions(task_id, y))
         return out
 
     @torch.no_grad()
