@@ -3,8 +3,8 @@
 One row per paper number in ``paper_numbers.yaml`` (preset x scenario): the finished test-split runs of
 that preset and scenario in the store (their ``preset`` tag, or a run name that starts with the preset),
 one per seed (the newest), as mean +- sample std of ``final.acc_avg`` over the seeds; the paper's
-number and the gap to it (within one std when ``|ours - paper|`` is at most the larger of the two stds); the command that makes the runs; the mean wall time per run; the machines and dates they ran
-on. A row with no runs says why (the table's ``note``, else "no runs in the store"); a row with fewer
+number and the gap to it (within one std when ``|ours - paper|`` is at most the larger of the two stds);
+the command that makes the runs; the mean wall time per run; the machines and dates they ran on. A row with no runs says why (the table's ``note``, else "no runs in the store"); a row with fewer
 than ``--seeds`` seeds says how many it has. The table is regenerated from the store, never typed.
 """
 from __future__ import annotations
