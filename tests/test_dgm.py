@@ -352,7 +352,7 @@ def test_growth_table_follows_the_widths_per_task():
 def test_class_conditional_vae_in_hnet_r(data_root, tmp_path):
     """The VAE conditioned on class labels (one-hot of the class, not the task) trains and replays."""
     over = ["method=hnet_r", "scenario=cl3", "tracking=none", "benchmark.n_tasks=2", "benchmark.train_limit=200",
-            "trainer.iters_per_task=10", "+method.memory.condition=class", "method.memory.enc_hidden=[64]",
+            "trainer.iters_per_task=10", "method.memory.condition=class", "method.memory.enc_hidden=[64]",
             "method.memory.dec_hidden=[32]", "method.memory.latent_dim=8", "method.memory.hnet.chunk_size=4000"]
     r = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "cc")
     assert np.isfinite(r.R[1, :2]).all()
