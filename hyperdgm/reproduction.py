@@ -4,8 +4,9 @@ One row per paper number in ``paper_numbers.yaml`` (preset x scenario): the fini
 that preset and scenario in the store (their ``preset`` tag, or a run name that starts with the preset),
 one per seed (the newest), as mean +- sample std of ``final.acc_avg`` over the seeds; the paper's
 number and the gap to it (within one std when ``|ours - paper|`` is at most the larger of the two stds);
-the command that makes the runs; the mean wall time per run; the machines and dates they ran on. A row with no runs says why (the table's ``note``, else "no runs in the store"); a row with fewer
-than ``--seeds`` seeds says how many it has. The table is regenerated from the store, never typed.
+the command that makes the runs; the mean wall time per run; the machines and dates they ran on. A row
+with no runs says why (the table's ``note``, else "no runs in the store"); a row with fewer than
+``--seeds`` seeds says how many it has. The table is regenerated from the store, never typed.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def reproduction_rows(runs: Sequence[Any], seeds: int = 3, table: Sequence[Mappi
                "paper": f"{p['mean']:.2f}" + (f" ± {p['sd']:.2f}" if p.get("sd") is not None else ""),
                "command": command(p["preset"], p["scenario"], seeds), "seeds": len(got)}
         if not got:
-            row.update(ours="-", gap="-", wall="-", machine="-", date="-", status=p.get("note") or "no runs in the store")
+            row.update(ours="-", gap="-", wall="-", machine="-", date="-",
+                       status=p.get("note") or "no runs in the store")
             out.append(row)
             continue
         accs = [float(r.data.metrics[METRIC]) for r in got]
@@ -110,8 +112,8 @@ def reproduction_rows(runs: Sequence[Any], seeds: int = 3, table: Sequence[Mappi
 
 def markdown(rows: Sequence[Mapping[str, Any]], uri: str, seeds: int) -> str:
     """``docs/RESULTS.md``: the rows as a Markdown table, with how it was made."""
-    head = ["paper row", "preset", "scenario", "ours (mean ± std)", "seeds", "paper", "ours − paper", "wall / run", "machine",
-            "date", "note", "command"]
+    numeric = ["ours (mean ± std)", "seeds", "paper", "ours − paper", "wall / run"]  # right-aligned
+    head = ["paper row", "preset", "scenario", *numeric, "machine", "date", "note", "command"]
     lines = [
         "# Reproduction table",
         "",
@@ -125,11 +127,10 @@ def markdown(rows: Sequence[Mapping[str, Any]], uri: str, seeds: int) -> str:
         "with the range of the load averages the runs started at (other jobs shared the machine).",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join("---:" if h in ("ours (mean ± std)", "seeds", "paper", "ours − paper", "wall / run") else "---" for h in head)
-        + "|",
+        "|" + "|".join("---:" if h in numeric else "---" for h in head) + "|",
     ]
     for r in rows:
-        cells = [r["row"], f"`{r['preset']}`", r["scenario"].upper(), r["ours"], str(r["seeds"]), r["paper"], r["gap"], r["wall"],
-                 r["machine"], r["date"], r["status"], f"`{r['command']}`"]
+        cells = [r["row"], f"`{r['preset']}`", r["scenario"].upper(), r["ours"], str(r["seeds"]), r["paper"], r["gap"],
+                 r["wall"], r["machine"], r["date"], r["status"], f"`{r['command']}`"]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"

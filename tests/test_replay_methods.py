@@ -119,8 +119,9 @@ def test_hnet_tir_class_conditioned_memory_learns_each_sample_with_its_class(dat
     """memory.condition=class: the task-inference net's memory is told every real sample's global class."""
     from hyperdgm.data.benchmarks import build_benchmark
 
-    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=20, test_limit=10)  # the last task
-    cfg = OmegaConf.to_container(OmegaConf.load("conf/method/hnet_tir.yaml"))  # trains no memory: 3 tasks
+    # 3 tasks: the memory trains on task 1 (the last task trains none)
+    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=20, test_limit=10)
+    cfg = OmegaConf.to_container(OmegaConf.load("conf/method/hnet_tir.yaml"))
     cfg["net"] = {"arch": "mlp", "hidden": [10]}
     cfg["hnet"].update(chunk_size=1000, hidden=[5])
     cfg["memory"].update(enc_hidden=[10], dec_hidden=[10], latent_dim=4, condition="class")

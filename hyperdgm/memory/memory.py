@@ -189,10 +189,15 @@ class GenerativeMemory(nn.Module):
                 out.append(torch.tensor(ks, device=dev)[pick])
         return torch.cat(out)
 
+    def _per_class(self, task_id: int) -> bool:
+        """Whether real samples of ``task_id`` need their own class as condition (a class-conditioned memory,
+        a task of several classes); otherwise the condition is the task, or constant."""
+        return self.condition == "class" and len(self.task_classes[task_id]) > 1
+
     def real_conditions(self, task_id: int, y: Tensor) -> Tensor | None:
         """The conditions of real samples of ``task_id`` with within-task labels ``y`` ``[B]``: their global
         classes when the memory is class-conditioned, else None (the task, or a constant condition)."""
-        if self.condition != "class" or len(self.task_classes[task_id]) == 1:
+        if not self._per_class(task_id):
             return None
         return torch.as_tensor(self.task_classes[task_id], device=y.device)[y]
 
@@ -301,7 +306,7 @@ class GenerativeMemory(nn.Module):
         self.train()
         blocks: Blocks = [(int(task_id), int(x.shape[0]))]
         if cond is None:
-            if self.condition == "class" and len(self.task_classes[task_id]) > 1:
+            if self._per_class(task_id):
                 raise ValueError(f"a class-conditioned memory needs each sample's class (cond=): task {task_id} has "
                                  f"{len(self.task_classes[task_id])} classes (see real_conditions)")
             cond = self.conditions(blocks)
