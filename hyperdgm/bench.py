@@ -11,6 +11,12 @@ Commands:
           of the training loop (data, hypernetwork, target, backward, penalties, optimizer, replay,
           the generator's own step, evaluation, checkpoints), e.g.
           ``profile --run "experiment=splitmnist_hnet_r trainer.iters_per_task=200"``.
+    floor the compute floor of a whole run: its matrix-product and convolution FLOPs (counted by
+          ``torch.utils.flop_counter`` on two short runs and extrapolated to the preset's iterations,
+          which is exact because a run's FLOPs are linear in its iterations per task) and the time they
+          take at this CPU's best matrix-product rate (a large ``mm`` at ``--threads``): no fp32
+          implementation of the same computation runs faster here, e.g.
+          ``floor --run "experiment=splitmnist_hnet_r"``.
 """
 from __future__ import annotations
 
@@ -211,6 +217,71 @@ def bench_profile(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def gemm_rate(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """This CPU's best fp32 matrix-product rate (GFLOP/s): the fastest of ``repeats`` ``n^3`` products."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        ms = _min_time(lambda: torch.mm(a, b), repeats, warmup=2)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n**3 / ms / 1e6
+
+
+def extrapolate(flops_a: float, flops_2a: float, a: int, n: int) -> float:
+    """FLOPs of a run with ``n`` iterations per task from runs with ``a`` and ``2a``: a run's FLOPs are
+    ``E + iters * S`` (evaluation and setup ``E``, ``S`` the steps' FLOPs summed over the tasks)."""
+    per_iter = (flops_2a - flops_a) / a
+    return flops_a + (n - a) * per_iter
+
+
+def count_flops(cfg: Any) -> tuple[dict[str, int], int]:
+    """Matrix-product and convolution FLOPs of one whole run (forward and backward), per aten op, and
+    the run's number of tasks."""
+    import tempfile
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .experiment import run_experiment
+
+    with FlopCounterMode(display=False) as fc:
+        res = run_experiment(cfg, tempfile.mkdtemp(prefix="hyperdgm-flops-"))
+    ops = {str(op).split(".")[-1]: int(v) for op, v in fc.get_flop_counts().get("Global", {}).items()}
+    return ops, int(res.R.shape[0])
+
+
+def bench_floor(args: argparse.Namespace) -> list[str]:
+    """The compute floor of each ``--run``: its counted FLOPs at this CPU's best matrix-product rate."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    rate = gemm_rate(args.threads)
+    a = int(args.iters)
+    rows = [f"Matrix products and convolutions (forward and backward) counted by `torch.utils.flop_counter` on runs "
+            f"of {a} and {2 * a} iterations per task, extrapolated to the preset's; the floor is their time at "
+            f"{rate:.1f} GFLOP/s, this CPU's best fp32 rate at {args.threads} thread(s) (a 1024^3 `mm`). Elementwise "
+            "work, optimizers and data are not counted, so the floor is a lower bound on any fp32 implementation's time.",
+            "", "| run | iterations / task | GFLOP / run | of which | GFLOP / step | floor s |",
+            "|---|---:|---:|---|---:|---:|"]
+    for spec in args.run:
+        full = _compose(spec, args.threads)
+        if full.trainer.get("epochs"):
+            raise SystemExit(f"floor: {spec!r} trains by epochs (trainer.epochs={full.trainer.epochs}); "
+                             "add trainer.epochs=null trainer.iters_per_task=N to the run")
+        n = int(full.trainer.iters_per_task)
+        (c1, n_tasks), (c2, _) = (count_flops(_compose(f"{spec} trainer.iters_per_task={k}", args.threads))
+                                  for k in (a, 2 * a))
+        per_op = {op: extrapolate(c1.get(op, 0), c2.get(op, 0), a, n) for op in sorted(set(c1) | set(c2))}
+        total = sum(per_op.values())
+        per_step = sum(c2.values()) - sum(c1.values())  # a more iterations in each task
+        split = ", ".join(f"{op} {100 * v / total:.0f}%" for op, v in sorted(per_op.items(), key=lambda kv: -kv[1]))
+        rows.append(f"| `{spec}` | {n} | {total / 1e9:,.0f} | {split} | {per_step / (a * n_tasks) / 1e9:.2f} | "
+                    f"{total / 1e9 / rate:.0f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hyperdgm.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile.add_argument("--run", action="append", required=True,
                          help='Hydra overrides of one run, quoted; repeatable')
     profile.set_defaults(func=bench_profile)
-    for sp in (reg, train, profile):  # accept the global options after the command too
+    floor = sub.add_parser("floor", help="the compute floor of whole runs: counted FLOPs at the CPU's best GEMM rate")
+    floor.add_argument("--run", action="append", required=True, help="Hydra overrides of one run, quoted; repeatable")
+    floor.add_argument("--iters", type=int, default=20, help="iterations per task of the short counted runs")
+    floor.set_defaults(func=bench_floor)
+    for sp in (reg, train, profile, floor):  # accept the global options after the command too
         sp.add_argument("--threads", type=int, default=argparse.SUPPRESS)
         sp.add_argument("--out", default=argparse.SUPPRESS)
     reg.set_defaults(func=bench_reg)

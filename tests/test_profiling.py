@@ -60,3 +60,20 @@ def test_a_profiled_run_has_the_same_numbers_and_names_its_regions(tmp_path, cap
     assert prof.calls["step/memory/penalty:HnetProtection"] == 10
     bench_main(["profile", "--run", " ".join(over)])
     assert "| `step/backward` |" in capsys.readouterr().out
+
+
+def test_counted_flops_are_the_training_steps_products_and_linear_in_iterations(tmp_path):
+    """``bench floor`` counts forward and backward matrix products; its extrapolation from two short runs
+    is exact, because a run's FLOPs are linear in its iterations per task."""
+    from hyperdgm.bench import count_flops, extrapolate
+
+    over = ("benchmark=synthetic", "method=finetune", "scenario=cl3", "tracking=none", "benchmark.n_tasks=3",
+            "trainer.batch_size=16", "benchmark.net.hidden=[16]", "trainer.checkpoint=false")
+    counts = {k: count_flops(quick_cfg(tmp_path, tmp_path, *over, f"trainer.iters_per_task={k}")) for k in (4, 8, 20)}
+    assert {n for _, n in counts.values()} == {3}
+    total = {k: sum(c.values()) for k, (c, _) in counts.items()}
+    # 784 -> 16 -> 6 (one head over the 6 classes), batch 16: forward 2*B*(784*16 + 16*6); backward the
+    # weight gradients of both layers and the input gradient of the second (the data needs none)
+    per_step = 2 * 16 * (2 * 784 * 16 + 3 * 16 * 6)
+    assert total[8] - total[4] == 4 * 3 * per_step
+    assert extrapolate(total[4], total[8], 4, 20) == total[20]
