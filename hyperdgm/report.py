@@ -6,10 +6,11 @@ and standard deviation over seeds). One series per benchmark, method and scenari
 that fills a store for it: ``--multirun sweep=hnet_size``.
 
     python -m hyperdgm.report [--uri sqlite:///runs/mlflow.db] [--sweep <sweep dir>] [--out <dir>]
-    python -m hyperdgm.report reproduction [--uri ...] [--seeds 3] [--out docs/RESULTS.md]
+    python -m hyperdgm.report reproduction [--uri ...] [--ledger ...] [--seeds 3] [--out docs/RESULTS.md]
 
-The second form writes the reproduction table (:mod:`.reproduction`): every paper number against the
-mean +- std over seeds of the store's runs of its preset.
+The second form records a store's finished runs in the committed ledger
+(``benchmarks/reproduction/runs.jsonl``) and writes the reproduction table from it
+(:mod:`.reproduction`): every paper number against the mean +- std over seeds of its preset's runs.
 
 writes ``accuracy_vs_compression.png`` and ``accuracy_vs_compression.csv`` to ``--out`` (default: the
 sweep dir, else ``runs/report``) and prints the table.
@@ -137,36 +138,53 @@ def report(uri: str, out: Path, sweep: str | None = None, ratio: str = "classifi
 
 
 def reproduction_main(argv: Sequence[str]) -> None:
-    """``python -m hyperdgm.report reproduction``: docs/RESULTS.md from the store (see :mod:`.reproduction`)."""
-    from mlflow.tracking import MlflowClient
-
-    from .reproduction import markdown, reproduction_rows
-    from .tracking import store_lock
+    """``python -m hyperdgm.report reproduction``: record a store's runs in the ledger, then write
+    docs/RESULTS.md from the ledger (see :mod:`.reproduction`)."""
+    from .reproduction import LEDGER, markdown, merge_records, read_ledger, reproduction_rows, run_record, write_ledger
 
     p = argparse.ArgumentParser(prog="python -m hyperdgm.report reproduction",
                                 description="the reproduction table (mean +- std over seeds against the papers)")
-    p.add_argument("--uri", default="sqlite:///runs/mlflow.db", help="tracking URI (sqlite:/// or http://)")
+    p.add_argument("--uri", help="a tracking store (sqlite:/// or http://) whose finished runs to record first")
+    p.add_argument("--ledger", default=str(LEDGER), help="the committed run records the table is built from")
     p.add_argument("--seeds", type=int, default=3, help="seeds a row needs to count as reproduced")
     p.add_argument("--out", default="docs/RESULTS.md")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ledger = Path(a.ledger)
     try:
-        uri = store_uri(a.uri)
-    except ReportError as err:
+        records = read_ledger(ledger)
+        if a.uri:
+            runs = _finished_runs(store_uri(a.uri))
+            new = [r for r in (run_record(run) for run in runs) if r is not None]
+            merged = merge_records(records, new)
+            write_ledger(ledger, merged)
+            log.info("recorded %d runs of %s in %s (%d records)", len(new), a.uri, ledger, len(merged))
+            records = merged
+        elif not records:
+            raise ReportError(f"no run records in {ledger}; record a store's runs with --uri sqlite:///...")
+    except (ReportError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
+    rows = reproduction_rows(records, a.seeds)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(rows, a.ledger, a.seeds))
+    keys = ("row", "scenario", "ours", "seeds", "paper", "gap", "time", "status")
+    print(format_table([{k: str(r[k]) for k in keys} for r in rows]))
+    log.info("wrote %s (%d of %d rows with runs)", out, sum(1 for r in rows if r["seeds"]), len(rows))
+
+
+def _finished_runs(uri: str) -> list[Any]:
+    """The store's finished runs, seed runs only (a seed batch's parent run is not a result)."""
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import store_lock
+
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exps = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(exps, filter_string="attributes.status = 'FINISHED'", max_results=50000) if exps else []
-    runs = [r for r in runs if PARENT_TAG not in r.data.tags]
-    rows = reproduction_rows(runs, a.seeds)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, a.uri, a.seeds))
-    keys = ("row", "scenario", "ours", "seeds", "paper", "gap", "wall", "status")
-    print(format_table([{k: str(r[k]) for k in keys} for r in rows]))
-    log.info("wrote %s (%d of %d rows with runs)", out, sum(1 for r in rows if r["seeds"]), len(rows))
+    return [r for r in runs if PARENT_TAG not in r.data.tags]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

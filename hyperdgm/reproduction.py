@@ -1,28 +1,38 @@
 """The reproduction table, built from runs: ``python -m hyperdgm.report reproduction``.
 
-One row per paper number in ``paper_numbers.yaml`` (preset x scenario): the finished test-split runs of
-that preset and scenario in the store (their ``preset`` tag, or a run name that starts with the preset),
-one per seed (the newest), as mean +- sample std of ``final.acc_avg`` over the seeds; the paper's
-number and the gap to it (within one std when ``|ours - paper|`` is at most the larger of the two stds);
-the command that makes the runs; the mean wall time per run; the machines and dates they ran on. A row
-with no runs says why (the table's ``note``, else "no runs in the store"); a row with fewer than
-``--seeds`` seeds says how many it has. The table is regenerated from the store, never typed.
+Runs live in MLflow stores, and a store is scratch (``runs/`` is not committed, a machine's disk does
+not outlive its session). So the table is built from a committed ledger of run records,
+``benchmarks/reproduction/runs.jsonl``: one line per finished test-split run (its run id, preset,
+scenario, seed, ``final.acc_avg``, training seconds, machine and start time), appended from a store with
+``--uri`` and never typed. A row of the table is one paper number in ``paper_numbers.yaml`` (preset x
+scenario): the newest record per seed, as mean +- sample std over the seeds; the paper's number and the gap
+to it (within one std when ``|ours - paper|`` is at most the larger of the two stds); the command that makes
+the runs; the mean training time per run; the machines and dates. A row with no records says why (the
+table's ``note``, else "no runs recorded"); one with fewer than ``--seeds`` seeds says how many it has.
+
+A ``"kind": "summary"`` record stands for runs whose store was lost before they were recorded one by one:
+their mean, std, seed count, wall time and machine as an earlier table printed them, and where that was
+(``source``). A row uses it only while no per-run record of its preset and scenario exists.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["PAPER_NUMBERS", "paper_rows", "run_preset", "reproduction_rows", "markdown"]
+__all__ = ["PAPER_NUMBERS", "LEDGER", "paper_rows", "run_preset", "run_record", "merge_records", "read_ledger",
+           "write_ledger", "reproduction_rows", "markdown"]
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
+LEDGER = Path("benchmarks/reproduction/runs.jsonl")  # relative to the repository root, where the report runs
 METRIC = "final.acc_avg"
+TRAIN_TIME = "time.total"  # the sum of the tasks' training seconds (a batched seed's share); survives a resume
 
 
 def paper_rows(path: Path = PAPER_NUMBERS) -> list[dict[str, Any]]:
@@ -39,6 +49,59 @@ def run_preset(run: Any) -> str | None:
         return tags["preset"]
     name = (run.info.run_name or "").split(" ")[0]
     return name if name and "-" not in name else None
+
+
+def run_record(run: Any) -> dict[str, Any] | None:
+    """A finished test-split run (MLflow ``Run``) as a ledger record; None for a run the table never shows
+    (unfinished, a validation run, no final accuracy, no preset).
+
+    Its time is the training time it logged (``time.total``), not the span from its start to its end: a run
+    resumed the next day did not train overnight, and a seed trained in a batch logs its own share."""
+    t, m = run.data.tags, run.data.metrics
+    preset = run_preset(run)
+    if run.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in m or preset is None:
+        return None
+    start = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000, dt.timezone.utc)
+    return {"run_id": getattr(run.info, "run_id", None) or f"{preset}:{t.get('scenario', '')}:{start.isoformat()}",
+            "preset": preset, "scenario": t.get("scenario", ""), "seed": str(run.data.params.get("seed", "?")),
+            "acc": round(float(m[METRIC]), 4),
+            "train_s": round(float(m[TRAIN_TIME]), 1) if TRAIN_TIME in m else None,
+            "machine": t.get("machine", "not recorded"), "start": start.isoformat(timespec="seconds")}
+
+
+def merge_records(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """The ledger with ``new`` records added (a run already in it is replaced by its newer record)."""
+    by_id: dict[str, dict[str, Any]] = {}
+    summaries = []
+    for r in [*old, *(n for n in new if n is not None)]:
+        if r.get("kind") == "summary":
+            summaries.append(dict(r))
+        else:
+            by_id[r["run_id"]] = dict(r)
+    runs = sorted(by_id.values(), key=lambda r: (r["preset"], r["scenario"], r["start"], r["seed"]))
+    return summaries + runs
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    """The records in ``path`` (none when it does not exist); a malformed line raises ValueError naming it."""
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: not a JSON record ({err.msg})") from None
+    return out
+
+
+def write_ledger(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """One JSON record per line, written whole then renamed over ``path`` (never a half-written ledger)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records))
+    tmp.replace(path)
 
 
 def _machines(tags: Sequence[str]) -> tuple[list[str], list[float]]:
@@ -69,68 +132,83 @@ def gap_text(mean: float, sd: float, paper_mean: float, paper_sd: float | None) 
     return f"{gap:+.2f} ({'within' if within else 'outside'} 1 std)"
 
 
-def reproduction_rows(runs: Sequence[Any], seeds: int = 3, table: Sequence[Mapping[str, Any]] | None = None
-                      ) -> list[dict[str, Any]]:
-    """The table's rows from finished runs (MLflow ``Run`` objects) and the paper numbers."""
-    by_key: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)  # (preset, scenario) -> seed -> newest run
-    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
-        t = r.data.tags
-        if r.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in r.data.metrics:
-            continue
-        preset = run_preset(r)
-        if preset is None:
-            continue
-        by_key[(preset, t.get("scenario", ""))][r.data.params.get("seed", "?")] = r
+def _from_runs(got: Sequence[Mapping[str, Any]], seeds: int) -> dict[str, Any]:
+    accs = [float(r["acc"]) for r in got]
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    times = [float(r["train_s"]) for r in got if r.get("train_s") is not None]
+    dates = sorted(r["start"][:10] for r in got)
+    machines, loads = _machines([r.get("machine", "not recorded") for r in got])
+    return {"mean": statistics.fmean(accs), "sd": sd, "seeds": len(got),
+            "time": f"{statistics.fmean(times):.0f} s" if times else "-",
+            "machine": "; ".join(machines) + (f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""),
+            "date": " to ".join(dict.fromkeys([dates[0], dates[-1]])),
+            "status": "" if len(got) >= seeds else f"{len(got)} of {seeds} seeds"}
+
+
+def _from_summary(s: Mapping[str, Any], seeds: int) -> dict[str, Any]:
+    n = int(s["n"])
+    time = f"{s['wall_s']:.0f} s (whole run)" if s.get("wall_s") is not None else "-"
+    status = "; ".join(x for x in ["" if n >= seeds else f"{n} of {seeds} seeds", s.get("note", ""),
+                                   f"runs' store lost: figures from {s['source']}"] if x)
+    return {"mean": float(s["mean"]), "sd": float(s["sd"]), "seeds": n, "time": time, "machine": s["machine"],
+            "date": s["date"], "status": status}
+
+
+def reproduction_rows(records: Sequence[Mapping[str, Any]], seeds: int = 3,
+                      table: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The table's rows from ledger records (:func:`run_record`, or summaries) and the paper numbers."""
+    by_key: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = defaultdict(dict)  # (preset, scen) -> seed -> newest
+    summary: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in sorted(records, key=lambda r: r.get("start", "")):
+        if r.get("kind") == "summary":
+            summary[(r["preset"], r["scenario"])] = r
+        else:
+            by_key[(r["preset"], r["scenario"])][str(r["seed"])] = r
     out = []
     for p in table if table is not None else paper_rows():
-        got = list(by_key.get((p["preset"], p["scenario"]), {}).values())
-        row = {"row": p["row"], "preset": p["preset"], "scenario": p["scenario"],
-               "paper": f"{p['mean']:.2f}" + (f" ± {p['sd']:.2f}" if p.get("sd") is not None else ""),
-               "command": command(p["preset"], p["scenario"], seeds), "seeds": len(got)}
-        if not got:
-            row.update(ours="-", gap="-", wall="-", machine="-", date="-",
-                       status=p.get("note") or "no runs in the store")
+        key = (p["preset"], p["scenario"])
+        row: dict[str, Any] = {
+            "row": p["row"], "preset": p["preset"], "scenario": p["scenario"],
+            "paper": f"{p['mean']:.2f}" + (f" ± {p['sd']:.2f}" if p.get("sd") is not None else ""),
+            "command": command(p["preset"], p["scenario"], seeds)}
+        if by_key.get(key):
+            row.update(_from_runs(list(by_key[key].values()), seeds))
+        elif key in summary:
+            row.update(_from_summary(summary[key], seeds))
+        else:
+            row.update(ours="-", gap="-", time="-", machine="-", date="-", seeds=0,
+                       status=p.get("note") or "no runs recorded")
             out.append(row)
             continue
-        accs = [float(r.data.metrics[METRIC]) for r in got]
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        # a seed trained in a batch of seeds (seeds=[...]) shared its run's wall time with the others: its share
-        walls = [(r.info.end_time - r.info.start_time) / 1000 / max(1, int(r.data.tags.get("seed_batch.size", 1)))
-                 for r in got if r.info.end_time and r.info.start_time]
-        dates = sorted({dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.timezone.utc).date().isoformat()
-                        for r in got})
-        machines, loads = _machines([r.data.tags.get("machine", "not recorded") for r in got])
-        mean = statistics.fmean(accs)
-        row.update(ours=f"{mean:.2f} ± {sd:.2f}", mean=mean, sd=sd, gap=gap_text(mean, sd, p["mean"], p.get("sd")),
-                   wall=f"{statistics.fmean(walls):.0f} s" if walls else "-",
-                   machine="; ".join(machines) + (f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""),
-                   date=" to ".join(dict.fromkeys([dates[0], dates[-1]])),
-                   status="" if len(got) >= seeds else f"{len(got)} of {seeds} seeds")
+        row.update(ours=f"{row['mean']:.2f} ± {row['sd']:.2f}",
+                   gap=gap_text(row["mean"], row["sd"], p["mean"], p.get("sd")))
         out.append(row)
     return out
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], uri: str, seeds: int) -> str:
+def markdown(rows: Sequence[Mapping[str, Any]], ledger: str, seeds: int) -> str:
     """``docs/RESULTS.md``: the rows as a Markdown table, with how it was made."""
-    numeric = ["ours (mean ± std)", "seeds", "paper", "ours − paper", "wall / run"]  # right-aligned
+    numeric = ["ours (mean ± std)", "seeds", "paper", "ours − paper", "training / run"]  # right-aligned
     head = ["paper row", "preset", "scenario", *numeric, "machine", "date", "note", "command"]
     lines = [
         "# Reproduction table",
         "",
-        f"Generated by `python -m hyperdgm.report reproduction --uri {uri}` from the runs in that store; do not",
-        "edit by hand. Final test accuracy (%) after the last task, mean ± sample std over seeds "
-        f"(the newest finished run per seed; {seeds} wanted). The paper columns are the papers' own numbers",
-        "(`hyperdgm/paper_numbers.yaml`); a gap is within 1 std when it is at most the larger of our std over",
-        "seeds and the paper's. The command is the preset's; runs may add where-to-run overrides",
-        "(`threads=`, `tracking.uri=`). Wall time is the whole run (training and evaluation) on the machine named",
-        "(a seed trained with others in one batched learner, `seeds=[...]`, counts its share of their wall time),",
-        "with the range of the load averages the runs started at (other jobs shared the machine).",
+        f"Generated by `python -m hyperdgm.report reproduction` from the run records in `{ledger}` (added",
+        "from a run store with `--uri`); do not edit by hand. Final test accuracy (%) after the last task, mean ±",
+        f"sample std over seeds (the newest finished run per seed; {seeds} wanted). The paper columns are the",
+        "papers' own numbers (`hyperdgm/paper_numbers.yaml`); a gap is within 1 std when it is at most the larger",
+        "of our std over seeds and the paper's. The command is the preset's; runs may add where-to-run overrides",
+        "(`threads=`, `tracking.uri=`). Training / run is the mean over seeds of a run's training seconds (its",
+        "tasks' training, evaluation excluded; a resumed run counts only the time it ran; a seed trained with",
+        "others in one batched learner, `seeds=[...]`, its share), on the machine named, with the range of the",
+        "load averages the runs started at (other jobs shared the machine). A row marked \"(whole run)\" comes",
+        "from an earlier table whose runs' store was lost: its time is the whole run's wall time.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---:" if h in numeric else "---" for h in head) + "|",
     ]
     for r in rows:
         cells = [r["row"], f"`{r['preset']}`", r["scenario"].upper(), r["ours"], str(r["seeds"]), r["paper"], r["gap"],
-                 r["wall"], r["machine"], r["date"], r["status"], f"`{r['command']}`"]
+                 r["time"], r["machine"], r["date"], r["status"], f"`{r['command']}`"]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -16,14 +16,18 @@ from hyperdgm.run import sweep_tags
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _run(preset, scenario, seed, acc, start, *, status="FINISHED", split="test", tag=True, wall=100.0):
+def _run(preset, scenario, seed, acc, start, *, status="FINISHED", split="test", tag=True, train=100.0, wall=None):
     tags = {"scenario": scenario, "eval_split": split, "machine": f"cpu X, 2 cores, load {seed}.5"}
     if tag:
         tags["preset"] = preset
     return SimpleNamespace(
-        info=SimpleNamespace(run_name=f"{preset} seed={seed}", status=status, start_time=start,
-                             end_time=start + int(wall * 1000)),
-        data=SimpleNamespace(tags=tags, params={"seed": str(seed)}, metrics={"final.acc_avg": acc}))
+        info=SimpleNamespace(run_id=f"id{start}", run_name=f"{preset} seed={seed}", status=status, start_time=start,
+                             end_time=start + int((wall or train + 30) * 1000)),
+        data=SimpleNamespace(tags=tags, params={"seed": str(seed)}, metrics={"final.acc_avg": acc, "time.total": train}))
+
+
+def _records(runs):
+    return [r for r in map(rp.run_record, runs) if r is not None]
 
 
 TABLE = [{"preset": "splitmnist_hnet_ent", "scenario": "cl3", "mean": 69.48, "sd": 0.8, "row": "ENT S-CL3"},
@@ -35,26 +39,26 @@ def test_rows_average_the_newest_run_per_seed_and_skip_what_does_not_report():
     runs = [_run("splitmnist_hnet_ent", "cl3", 0, 10.0, 1000),   # replaced by the newer seed-0 run below
             _run("splitmnist_hnet_ent", "cl3", 0, 61.5, 2000),
             _run("splitmnist_hnet_ent", "cl3", 1, 66.0, 3000, tag=False),  # preset from the run name
-            _run("splitmnist_hnet_ent", "cl3", 2, 64.0, 4000, wall=400.0),
+            _run("splitmnist_hnet_ent", "cl3", 2, 64.0, 4000, train=400.0),
             _run("splitmnist_hnet_ent", "cl3", 3, 99.0, 5000, split="val"),      # selection runs never report
             _run("splitmnist_hnet_ent", "cl3", 4, 99.0, 6000, status="FAILED"),
             _run("splitmnist_hnet_ent", "cl2", 5, 80.0, 7000),                   # another scenario: its own row
             _run("splitmnist_hnet", "cl1", 0, 99.7, 8000)]
-    rows = {r["row"]: r for r in rp.reproduction_rows(runs, seeds=3, table=TABLE)}
+    rows = {r["row"]: r for r in rp.reproduction_rows(_records(runs), seeds=3, table=TABLE)}
     ent = rows["ENT S-CL3"]
     assert ent["seeds"] == 3 and ent["status"] == ""
     assert ent["mean"] == pytest.approx(statistics.fmean([61.5, 66.0, 64.0]))
     assert ent["sd"] == pytest.approx(statistics.stdev([61.5, 66.0, 64.0]))
     assert ent["ours"] == f"{ent['mean']:.2f} ± {ent['sd']:.2f}" and ent["paper"] == "69.48 ± 0.80"
-    assert ent["wall"] == "200 s" and ent["machine"] == "cpu X, 2 cores, load 0.5-2.5"
+    assert ent["time"] == "200 s" and ent["machine"] == "cpu X, 2 cores, load 0.5-2.5"
     assert ent["command"] == "python -m hyperdgm.run experiment=splitmnist_hnet_ent scenario=cl3 seeds=[0,1,2]"
     assert ent["gap"] == f"{ent['mean'] - 69.48:+.2f} (outside 1 std)"  # 63.83 - 69.48 beyond sd 2.25
     assert rows["HNET S-CL1"]["gap"] == "-0.09 (outside 1 std)"  # one seed (sd 0), paper sd 0.01
     assert rows["P10"]["gap"] == "-"
     assert rows["HNET S-CL1"]["seeds"] == 1 and rows["HNET S-CL1"]["status"] == "1 of 3 seeds"
-    assert rows["P10"]["ours"] == "-" and rows["P10"]["status"] == "too slow here"
-    md = rp.markdown(list(rows.values()), "sqlite:///x.db", 3)
-    assert "python -m hyperdgm.report reproduction --uri sqlite:///x.db" in md
+    assert rows["P10"]["ours"] == "-" and rows["P10"]["status"] == "too slow here" and rows["P10"]["seeds"] == 0
+    md = rp.markdown(list(rows.values()), "ledger.jsonl", 3)
+    assert "from the run records in `ledger.jsonl`" in md
     assert "| ENT S-CL3 | `splitmnist_hnet_ent` | CL3 |" in md and "too slow here" in md
 
 
@@ -75,20 +79,49 @@ def test_a_run_is_tagged_with_its_preset():
     assert "preset" not in sweep_tags(hc)
 
 
-def test_cli_refuses_a_missing_store_in_one_line(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "hyperdgm.report", "reproduction", "--uri",
-                        f"sqlite:///{tmp_path}/none.db", "--out", str(tmp_path / "R.md")],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "no tracking store" in p.stderr
-    assert not (tmp_path / "R.md").exists()
+def test_cli_refuses_a_missing_store_or_an_empty_ledger_in_one_line(tmp_path):
+    for extra, says in [(["--uri", f"sqlite:///{tmp_path}/none.db"], "no tracking store"), ([], "no run records")]:
+        p = subprocess.run([sys.executable, "-m", "hyperdgm.report", "reproduction", *extra,
+                            "--ledger", str(tmp_path / "runs.jsonl"), "--out", str(tmp_path / "R.md")],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and says in p.stderr, p.stderr
+        assert not (tmp_path / "R.md").exists() and not (tmp_path / "runs.jsonl").exists()
 
 
-def test_a_seed_trained_in_a_batch_of_seeds_counts_its_share_of_the_wall_time():
-    runs = [_run("splitmnist_hnet", "cl1", s, 99.7, 1000 + s, wall=300.0) for s in range(3)]
-    for r in runs:  # seeds=[0,1,2] trained as one learner: each run lasted the batch's 300 s
-        r.data.tags["seed_batch.size"] = "3"
-    (row,) = rp.reproduction_rows(runs, seeds=3, table=TABLE[1:2])
-    assert row["wall"] == "100 s" and row["seeds"] == 3
+def test_a_runs_time_is_the_training_it_logged_not_its_span_across_a_resume():
+    # stopped after two tasks at night, resumed ten hours later: 10 h between start and end, 300 s of training
+    (row,) = rp.reproduction_rows(_records([_run("splitmnist_hnet", "cl1", 0, 99.7, 1000, train=300.0,
+                                                 wall=36000.0)]), seeds=1, table=TABLE[1:2])
+    assert row["time"] == "300 s"
+
+
+def test_the_ledger_keeps_every_run_once_and_a_lost_stores_summary_until_runs_replace_it(tmp_path):
+    summary = {"kind": "summary", "preset": "splitmnist_hnet", "scenario": "cl1", "n": 3, "mean": 99.77, "sd": 0.07,
+               "wall_s": 426.0, "machine": "cpu X", "date": "2026-12-03", "source": "docs/RESULTS.md at abc"}
+    path = tmp_path / "runs.jsonl"
+    rp.write_ledger(path, rp.merge_records([summary], _records([_run("splitmnist_hnet_ent", "cl3", 0, 60.0, 1000)])))
+    (row,) = rp.reproduction_rows(rp.read_ledger(path), seeds=3, table=TABLE[1:2])
+    assert (row["ours"], row["seeds"], row["time"]) == ("99.77 ± 0.07", 3, "426 s (whole run)")
+    assert "docs/RESULTS.md at abc" in row["status"]
+    # the same store recorded again (seed 0 now finished a second run): no duplicate, the newer run counts
+    again = _records([_run("splitmnist_hnet_ent", "cl3", 0, 60.0, 1000), _run("splitmnist_hnet_ent", "cl3", 0, 62.0, 2000),
+                      _run("splitmnist_hnet", "cl1", 1, 99.5, 3000)])
+    rp.write_ledger(path, rp.merge_records(rp.read_ledger(path), again))
+    records = rp.read_ledger(path)
+    assert len(records) == 4 and sorted(r.get("run_id", "summary") for r in records) == ["id1000", "id2000", "id3000",
+                                                                                          "summary"]
+    ent, hnet = rp.reproduction_rows(records, seeds=3, table=TABLE[:2])
+    assert ent["ours"] == "62.00 ± 0.00" and ent["status"] == "1 of 3 seeds"
+    assert hnet["ours"] == "99.50 ± 0.00" and hnet["seeds"] == 1  # a run of its own: the summary steps aside
+    path.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match=r"runs.jsonl:5: not a JSON record"):
+        rp.read_ledger(path)
+
+
+def test_the_committed_ledger_builds_the_committed_table():
+    root = CONF.parent
+    rows = rp.reproduction_rows(rp.read_ledger(root / rp.LEDGER))
+    assert rp.markdown(rows, str(rp.LEDGER), 3) == (root / "docs" / "RESULTS.md").read_text()
 
 
 def test_a_gap_within_the_larger_std_is_within_one_std():
