@@ -146,6 +146,7 @@ def reproduction_main(argv: Sequence[str]) -> None:
                                 description="the reproduction table (mean +- std over seeds against the papers)")
     p.add_argument("--uri", help="a tracking store (sqlite:/// or http://) whose finished runs to record first")
     p.add_argument("--ledger", default=str(LEDGER), help="the committed run records the table is built from")
+    p.add_argument("--note", help="what the table should say about the runs recorded now (e.g. a shared machine)")
     p.add_argument("--seeds", type=int, default=3, help="seeds a row needs to count as reproduced")
     p.add_argument("--out", default="docs/RESULTS.md")
     a = p.parse_args(argv)
@@ -155,7 +156,7 @@ def reproduction_main(argv: Sequence[str]) -> None:
         records = read_ledger(ledger)
         if a.uri:
             runs = _finished_runs(store_uri(a.uri))
-            new = [r for r in (run_record(run) for run in runs) if r is not None]
+            new = [r for r in (run_record(run, a.note) for run in runs) if r is not None]
             merged = merge_records(records, new)
             write_ledger(ledger, merged)
             log.info("recorded %d runs of %s in %s (%d records)", len(new), a.uri, ledger, len(merged))

@@ -51,12 +51,13 @@ def run_preset(run: Any) -> str | None:
     return name if name and "-" not in name else None
 
 
-def run_record(run: Any) -> dict[str, Any] | None:
+def run_record(run: Any, note: str | None = None) -> dict[str, Any] | None:
     """A finished test-split run (MLflow ``Run``) as a ledger record; None for a run the table never shows
     (unfinished, a validation run, no final accuracy, no preset).
 
     Its time is the training time it logged (``time.total``), not the span from its start to its end: a run
-    resumed the next day did not train overnight, and a seed trained in a batch logs its own share."""
+    resumed the next day did not train overnight, and a seed trained in a batch logs its own share. ``note``: what
+    the table should say about the run (e.g. that the machine was shared), kept with its record."""
     t, m = run.data.tags, run.data.metrics
     preset = run_preset(run)
     if run.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in m or preset is None:
@@ -66,18 +67,21 @@ def run_record(run: Any) -> dict[str, Any] | None:
             "preset": preset, "scenario": t.get("scenario", ""), "seed": str(run.data.params.get("seed", "?")),
             "acc": round(float(m[METRIC]), 4),
             "train_s": round(float(m[TRAIN_TIME]), 1) if TRAIN_TIME in m else None,
-            "machine": t.get("machine", "not recorded"), "start": start.isoformat(timespec="seconds")}
+            "machine": t.get("machine", "not recorded"), "start": start.isoformat(timespec="seconds"),
+            **({"note": note} if note else {})}
 
 
 def merge_records(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
-    """The ledger with ``new`` records added (a run already in it is replaced by its newer record)."""
+    """The ledger with ``new`` records added (a run already in it is replaced by its newer record, which keeps
+    the older one's note unless it brings its own)."""
     by_id: dict[str, dict[str, Any]] = {}
     summaries = []
     for r in [*old, *(n for n in new if n is not None)]:
         if r.get("kind") == "summary":
             summaries.append(dict(r))
         else:
-            by_id[r["run_id"]] = dict(r)
+            old_note = by_id.get(r["run_id"], {}).get("note")
+            by_id[r["run_id"]] = {**({"note": old_note} if old_note else {}), **r}
     runs = sorted(by_id.values(), key=lambda r: (r["preset"], r["scenario"], r["start"], r["seed"]))
     return summaries + runs
 
@@ -138,11 +142,12 @@ def _from_runs(got: Sequence[Mapping[str, Any]], seeds: int) -> dict[str, Any]:
     times = [float(r["train_s"]) for r in got if r.get("train_s") is not None]
     dates = sorted(r["start"][:10] for r in got)
     machines, loads = _machines([r.get("machine", "not recorded") for r in got])
+    notes = list(dict.fromkeys(r["note"] for r in got if r.get("note")))
     return {"mean": statistics.fmean(accs), "sd": sd, "seeds": len(got),
             "time": f"{statistics.fmean(times):.0f} s" if times else "-",
             "machine": "; ".join(machines) + (f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""),
             "date": " to ".join(dict.fromkeys([dates[0], dates[-1]])),
-            "status": "" if len(got) >= seeds else f"{len(got)} of {seeds} seeds"}
+            "status": "; ".join(x for x in ["" if len(got) >= seeds else f"{len(got)} of {seeds} seeds", *notes] if x)}
 
 
 def _from_summary(s: Mapping[str, Any], seeds: int) -> dict[str, Any]:
