@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 from .lr_schedule import PLATEAU_NEEDS_VAL, parse as parse_lr_schedule
+from .hnet.fused import MODES as FUSE_MODES
 from .precision import PRECISIONS
 from .tracking import artifact_root_for
 
@@ -65,6 +66,7 @@ TRAINER_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stop_after": (_int_at_least(1, optional=True), "null or an integer >= 1"),
     "precision": (lambda v: str(v).lower() in PRECISIONS, "fp32, bf16 or auto"),
     "eval_split": (lambda v: v in ("test", "val"), "test or val"),
+    "fuse": (lambda v: str(v).lower() in FUSE_MODES, "auto or off"),
 }
 
 

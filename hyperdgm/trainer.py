@@ -30,6 +30,7 @@ from .methods.base import Method
 from .rundir import CorruptCheckpoint, checkpoint_files, read_checkpoint, write_checkpoint
 from .scenarios import Scenario
 from .naming import size_metrics
+from .hnet import fused
 from .precision import resolve_precision
 from .profiling import region
 from .maps import log_maps
@@ -54,6 +55,7 @@ class TrainerConfig:
     stop_after: int | None = None  # stop (checkpointed) after this many tasks; `resume=` continues
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast where native; hypernetwork outputs stay fp32)
     eval_split: str = "test"  # test: report | val: the per-task validation split carved from training data (selection)
+    fuse: str = "auto"  # auto: large elementwise updates compiled into one loop (hyperdgm.hnet.fused) | off
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "TrainerConfig":
@@ -204,6 +206,10 @@ class Trainer:
             raise ConfigError(str(err)) from err
         if str(self.cfg.precision).lower() == "auto":
             log.info("trainer.precision=auto: %s on %s", self.precision, self.device)
+        try:
+            fused.set_mode(self.cfg.fuse)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         n = benchmark.n_tasks
         self.R = metrics.new_matrix(n)
         self.task_times: list[float] = []

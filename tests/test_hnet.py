@@ -177,6 +177,56 @@ def test_adam_lookahead_equals_actual_step(make_opt):
         assert sum(d.abs().sum().item() for d in pred) > 0
 
 
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.Adam(p, lr=1e-3),
+                                      lambda p: torch.optim.AdamW(p, lr=1e-3, betas=(0.8, 0.99), weight_decay=0.1)])
+def test_fused_lookahead_of_a_large_tensor_equals_the_step_and_the_eager_form(make_opt, monkeypatch):
+    from hyperdgm.hnet import fused
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(fused.FUSE_MIN // 16, 16).T.contiguous().T)  # column-major, as the hnet's
+    small = torch.nn.Parameter(torch.randn(10))
+    opt = make_opt([w, small])
+    calls = []
+    real = fused.adam_change
+    monkeypatch.setattr(fused, "adam_change", lambda *a, **k: calls.append(a[1].numel()) or real(*a, **k))
+    for it in range(3):
+        opt.zero_grad()
+        ((w - 1.0).pow(2).sum() + small.pow(2).sum() * it).backward()
+        fused.set_mode("off")
+        eager = adam_lookahead(opt, [w, small])
+        fused.set_mode("auto")
+        pred = adam_lookahead(opt, [w, small])
+        before = w.detach().clone()
+        opt.step()
+        torch.testing.assert_close(pred[0], eager[0], rtol=1e-5, atol=1e-9)  # the same arithmetic, one loop
+        # the step read back as a difference of weights up to ~5 carries their rounding (ulp(4) = 4.8e-7)
+        torch.testing.assert_close(w.detach() - before, pred[0], rtol=1e-4, atol=5e-7)
+    assert fused.FUSE_MIN in calls and not fused._state["failed"]  # the large tensor went through the kernel
+
+
+def test_fused_lookahead_falls_back_to_eager_with_one_warning_when_compiling_fails(monkeypatch, caplog):
+    from hyperdgm.hnet import fused
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(fused, "_state", {"mode": "auto", "kernel": broken, "failed": False})
+    w = torch.nn.Parameter(torch.zeros(fused.FUSE_MIN))
+    opt = torch.optim.Adam([w], lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        (w - 1.0).pow(2).sum().backward()
+        pred = adam_lookahead(opt, [w])
+        before = w.detach().clone()
+        opt.step()
+        torch.testing.assert_close(w.detach() - before, pred[0], rtol=1e-4, atol=1e-7)
+    assert fused._state["failed"]
+    assert [r.message for r in caplog.records].count(next(r.message for r in caplog.records)) == 1
+    assert "no C++ compiler" in caplog.text
+    with pytest.raises(ValueError, match="trainer.fuse must be one of auto, off"):
+        fused.set_mode("always")
+
+
 def _mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from hyperdgm.data.readers import read_mnist
 

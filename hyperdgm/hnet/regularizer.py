@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import fused
 from .generator import WeightGenerator
 
 __all__ = ["OutputRegularizer", "StackedOutputRegularizer", "adam_lookahead", "trainable_parameters"]
@@ -431,6 +432,7 @@ def adam_lookahead(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -
             decoupled = g.get("decoupled_weight_decay", False) or isinstance(optimizer, torch.optim.AdamW)
             if wd != 0 and not decoupled:
                 grad = grad + wd * p.detach()
+            change = None
             if len(state) == 0 or "exp_avg" not in state:
                 step = 1.0
                 m = grad * (1 - beta1)
@@ -438,15 +440,21 @@ def adam_lookahead(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -
                 v.mul_(1 - beta2)
             else:
                 step = _scalar(state["step"]) + 1.0
-                m = torch.lerp(state["exp_avg"], grad, 1 - beta1)
-                v = state["exp_avg_sq"] * beta2
-                v.addcmul_(grad, grad, value=1 - beta2)
-                if g.get("amsgrad", False):
-                    torch.maximum(state["max_exp_avg_sq"], v, out=v)
-            bc1 = 1 - beta1 ** step
-            bc2 = 1 - beta2 ** step
-            denom = v.sqrt_().div_(math.sqrt(bc2)).add_(g["eps"])
-            change = m.div_(denom).mul_(-lr / bc1)
+                if not g.get("amsgrad", False):  # a large tensor: one compiled loop (trainer.fuse)
+                    change = fused.adam_change(state["exp_avg"], grad, state["exp_avg_sq"], beta1=beta1, beta2=beta2,
+                                               bias_correction2=1 - beta2 ** step, eps=_scalar(g["eps"]),
+                                               scale=-lr / (1 - beta1 ** step))
+                if change is None:
+                    m = torch.lerp(state["exp_avg"], grad, 1 - beta1)
+                    v = state["exp_avg_sq"] * beta2
+                    v.addcmul_(grad, grad, value=1 - beta2)
+                    if g.get("amsgrad", False):
+                        torch.maximum(state["max_exp_avg_sq"], v, out=v)
+            if change is None:
+                bc1 = 1 - beta1 ** step
+                bc2 = 1 - beta2 ** step
+                denom = v.sqrt_().div_(math.sqrt(bc2)).add_(g["eps"])
+                change = m.div_(denom).mul_(-lr / bc1)
             if wd != 0 and decoupled:
                 change.add_(p.detach(), alpha=-lr * wd)
             out.append(change)
