@@ -140,13 +140,14 @@ def report(uri: str, out: Path, sweep: str | None = None, ratio: str = "classifi
 def reproduction_main(argv: Sequence[str]) -> None:
     """``python -m hyperdgm.report reproduction``: record a store's runs in the ledger, then write
     docs/RESULTS.md from the ledger (see :mod:`.reproduction`)."""
-    from .reproduction import LEDGER, markdown, merge_records, read_ledger, reproduction_rows, run_record, write_ledger
+    from .reproduction import LEDGER, markdown, read_ledger, record_runs, reproduction_rows, write_ledger
 
     p = argparse.ArgumentParser(prog="python -m hyperdgm.report reproduction",
                                 description="the reproduction table (mean +- std over seeds against the papers)")
     p.add_argument("--uri", help="a tracking store (sqlite:/// or http://) whose finished runs to record first")
     p.add_argument("--ledger", default=str(LEDGER), help="the committed run records the table is built from")
-    p.add_argument("--note", help="what the table should say about the runs recorded now (e.g. a shared machine)")
+    p.add_argument("--note", help="what the table should say about the runs recorded for the first time now "
+                                  "(e.g. a shared machine); runs already in the ledger keep theirs")
     p.add_argument("--seeds", type=int, default=3, help="seeds a row needs to count as reproduced")
     p.add_argument("--out", default="docs/RESULTS.md")
     a = p.parse_args(argv)
@@ -156,10 +157,9 @@ def reproduction_main(argv: Sequence[str]) -> None:
         records = read_ledger(ledger)
         if a.uri:
             runs = _finished_runs(store_uri(a.uri))
-            new = [r for r in (run_record(run, a.note) for run in runs) if r is not None]
-            merged = merge_records(records, new)
+            merged, n_new = record_runs(records, runs, a.note)
             write_ledger(ledger, merged)
-            log.info("recorded %d runs of %s in %s (%d records)", len(new), a.uri, ledger, len(merged))
+            log.info("recorded %d runs of %s in %s (%d records)", n_new, a.uri, ledger, len(merged))
             records = merged
         elif not records:
             raise ReportError(f"no run records in {ledger}; record a store's runs with --uri sqlite:///...")

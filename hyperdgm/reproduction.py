@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PAPER_NUMBERS", "LEDGER", "paper_rows", "run_preset", "run_record", "merge_records", "read_ledger",
-           "write_ledger", "reproduction_rows", "markdown"]
+__all__ = ["PAPER_NUMBERS", "LEDGER", "paper_rows", "run_preset", "run_record", "merge_records", "record_runs",
+           "read_ledger", "write_ledger", "reproduction_rows", "markdown"]
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 LEDGER = Path("benchmarks/reproduction/runs.jsonl")  # relative to the repository root, where the report runs
@@ -81,9 +81,18 @@ def merge_records(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, A
             summaries.append(dict(r))
         else:
             old_note = by_id.get(r["run_id"], {}).get("note")
-            by_id[r["run_id"]] = {**({"note": old_note} if old_note else {}), **r}
+            by_id[r["run_id"]] = {**r, **({"note": old_note} if old_note and not r.get("note") else {})}
     runs = sorted(by_id.values(), key=lambda r: (r["preset"], r["scenario"], r["start"], r["seed"]))
     return summaries + runs
+
+
+def record_runs(records: Sequence[Mapping[str, Any]], runs: Iterable[Any], note: str | None = None
+                ) -> tuple[list[dict[str, Any]], int]:
+    """The ledger ``records`` with a store's ``runs`` recorded (:func:`run_record`), and how many runs that was.
+    ``note`` goes to the runs recorded for the first time; runs already in the ledger keep theirs."""
+    known = {r.get("run_id") for r in records}
+    new = [r for r in (run_record(run, None if run.info.run_id in known else note) for run in runs) if r is not None]
+    return merge_records(records, new), len(new)
 
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:

@@ -113,11 +113,15 @@ def test_the_ledger_keeps_every_run_once_and_a_lost_stores_summary_until_runs_re
     ent, hnet = rp.reproduction_rows(records, seeds=3, table=TABLE[:2])
     assert ent["ours"] == "62.00 ± 0.00" and ent["status"] == "1 of 3 seeds"
     assert hnet["ours"] == "99.50 ± 0.00" and hnet["seeds"] == 1  # a run of its own: the summary steps aside
-    # a note given when runs are recorded stays with them when the store is recorded again without one
-    noted = [rp.run_record(r, note="machine shared") for r in [_run("splitmnist_hnet", "cl1", 1, 99.5, 3000)]]
-    rp.write_ledger(path, rp.merge_records(rp.merge_records(rp.read_ledger(path), noted), again))
-    (hnet,) = rp.reproduction_rows(rp.read_ledger(path), seeds=1, table=TABLE[1:2])
-    assert hnet["status"] == "machine shared"
+    # a note goes to the runs recorded for the first time, and stays with them when the store is recorded again
+    store = [_run("splitmnist_hnet", "cl1", 1, 99.5, 3000)]
+    records, n = rp.record_runs([r for r in rp.read_ledger(path) if r.get("run_id") != "id3000"], store, "shared")
+    records, _ = rp.record_runs(records, store + [_run("splitmnist_hnet", "cl1", 2, 99.6, 4000)], "paused")
+    records, _ = rp.record_runs(records, store)
+    assert n == 1 and {r.get("run_id"): r.get("note") for r in records if "run_id" in r}["id3000"] == "shared"
+    (hnet,) = rp.reproduction_rows(records, seeds=2, table=TABLE[1:2])
+    assert hnet["status"] == "shared; paused"
+    rp.write_ledger(path, rp.merge_records(rp.read_ledger(path), again))
     path.write_text(path.read_text() + "{not json\n")
     with pytest.raises(ValueError, match=r"runs.jsonl:5: not a JSON record"):
         rp.read_ledger(path)
