@@ -29,11 +29,23 @@ def _module_state(run_dir: Path, task: int) -> dict[str, torch.Tensor]:
     return read_checkpoint(run_dir / "checkpoints" / f"task_{task:03d}.pt")["method"]["module"]
 
 
-def _assert_same_learner(a: dict, b: dict, rtol: float = 1e-3, atol: float = 1e-4) -> None:
-    """Equal to float round-off as Adam amplifies it (an update is ~lr = 1e-3 whatever the gradient size)."""
+def _assert_same_learner(a: dict, b: dict, rtol: float = 1e-3, atol: float = 1e-4, frac: float = 1e-4,
+                         cap: float = 1e-2) -> None:
+    """Equal to float round-off as Adam amplifies it: an update is ~lr = 1e-3 whatever the gradient's size, so an
+    element whose gradient is ~0 can take a step of the other sign when batched and single kernels round
+    differently (measured on an AVX-512 Xeon: 6 of 420,000 output-layer weights 4e-4 apart after 80 steps).
+    At most a fraction ``frac`` of a tensor's elements may lie beyond ``atol + rtol * |b|``, none beyond ``cap``."""
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+        x, y = a[k], b[k]
+        assert x.shape == y.shape and x.dtype == y.dtype, k
+        if not x.is_floating_point():
+            assert torch.equal(x, y), k
+            continue
+        diff = (x - y).abs()
+        off = int((diff > atol + rtol * y.abs()).sum())
+        assert off <= frac * x.numel() and (float(diff.max()) if diff.numel() else 0.0) <= cap, (
+            f"{k}: {off} of {x.numel()} elements apart, the largest by {(float(diff.max()) if diff.numel() else 0.0):.2e}")
 
 
 # ------------------------------------------------------------------------ the stacked regularizer
