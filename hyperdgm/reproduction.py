@@ -63,8 +63,7 @@ def run_record(run: Any, note: str | None = None) -> dict[str, Any] | None:
     if run.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in m or preset is None:
         return None
     start = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000, dt.timezone.utc)
-    return {"run_id": getattr(run.info, "run_id", None) or f"{preset}:{t.get('scenario', '')}:{start.isoformat()}",
-            "preset": preset, "scenario": t.get("scenario", ""), "seed": str(run.data.params.get("seed", "?")),
+    return {"run_id": run.info.run_id, "preset": preset, "scenario": t.get("scenario", ""), "seed": str(run.data.params.get("seed", "?")),
             "acc": round(float(m[METRIC]), 4),
             "train_s": round(float(m[TRAIN_TIME]), 1) if TRAIN_TIME in m else None,
             "machine": t.get("machine", "not recorded"), "start": start.isoformat(timespec="seconds"),
@@ -145,6 +144,11 @@ def gap_text(mean: float, sd: float, paper_mean: float, paper_sd: float | None) 
     return f"{gap:+.2f} ({'within' if within else 'outside'} 1 std)"
 
 
+def _status(n: int, seeds: int, *notes: str) -> str:
+    """A row's note: how many seeds it lacks, then what its runs say."""
+    return "; ".join(x for x in ["" if n >= seeds else f"{n} of {seeds} seeds", *notes] if x)
+
+
 def _from_runs(got: Sequence[Mapping[str, Any]], seeds: int) -> dict[str, Any]:
     accs = [float(r["acc"]) for r in got]
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -156,14 +160,13 @@ def _from_runs(got: Sequence[Mapping[str, Any]], seeds: int) -> dict[str, Any]:
             "time": f"{statistics.fmean(times):.0f} s" if times else "-",
             "machine": "; ".join(machines) + (f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""),
             "date": " to ".join(dict.fromkeys([dates[0], dates[-1]])),
-            "status": "; ".join(x for x in ["" if len(got) >= seeds else f"{len(got)} of {seeds} seeds", *notes] if x)}
+            "status": _status(len(got), seeds, *notes)}
 
 
 def _from_summary(s: Mapping[str, Any], seeds: int) -> dict[str, Any]:
     n = int(s["n"])
     time = f"{s['wall_s']:.0f} s (whole run)" if s.get("wall_s") is not None else "-"
-    status = "; ".join(x for x in ["" if n >= seeds else f"{n} of {seeds} seeds", s.get("note", ""),
-                                   f"runs' store lost: figures from {s['source']}"] if x)
+    status = _status(n, seeds, s.get("note", ""), f"runs' store lost: figures from {s['source']}")
     return {"mean": float(s["mean"]), "sd": float(s["sd"]), "seeds": n, "time": time, "machine": s["machine"],
             "date": s["date"], "status": status}
 

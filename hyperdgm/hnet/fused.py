@@ -45,8 +45,8 @@ def _adam_change(exp_avg: Tensor, grad: Tensor, exp_avg_sq: Tensor, beta1: Tenso
     return m / (v.sqrt() / sqrt_bc2 + eps) * scale
 
 
-def _kernel() -> Callable[..., Tensor] | None:
-    if _state["kernel"] is None and not _state["failed"]:
+def _kernel() -> Callable[..., Tensor]:
+    if _state["kernel"] is None:
         # the scalars are passed as 0-dim tensors: one compiled graph for every step (floats would recompile)
         _state["kernel"] = torch.compile(_adam_change, dynamic=True, fullgraph=True)
     return _state["kernel"]
@@ -59,8 +59,6 @@ def adam_change(exp_avg: Tensor, grad: Tensor, exp_avg_sq: Tensor, *, beta1: flo
     if _state["mode"] == "off" or grad.numel() < FUSE_MIN or grad.device.type != "cpu" or _state["failed"]:
         return None
     kernel = _kernel()
-    if kernel is None:
-        return None
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
     try:
         return kernel(exp_avg, grad, exp_avg_sq, t(beta1), t(beta2), t(bias_correction2 ** 0.5), t(eps), t(scale))

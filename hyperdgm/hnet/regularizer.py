@@ -432,25 +432,26 @@ def adam_lookahead(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -
             decoupled = g.get("decoupled_weight_decay", False) or isinstance(optimizer, torch.optim.AdamW)
             if wd != 0 and not decoupled:
                 grad = grad + wd * p.detach()
+            has_state = len(state) > 0 and "exp_avg" in state
             change = None
-            if len(state) == 0 or "exp_avg" not in state:
-                step = 1.0
-                m = grad * (1 - beta1)
-                v = grad * grad
-                v.mul_(1 - beta2)
-            else:
+            if has_state and not g.get("amsgrad", False):  # a large tensor: one compiled loop (trainer.fuse)
                 step = _scalar(state["step"]) + 1.0
-                if not g.get("amsgrad", False):  # a large tensor: one compiled loop (trainer.fuse)
-                    change = fused.adam_change(state["exp_avg"], grad, state["exp_avg_sq"], beta1=beta1, beta2=beta2,
-                                               bias_correction2=1 - beta2 ** step, eps=_scalar(g["eps"]),
-                                               scale=-lr / (1 - beta1 ** step))
-                if change is None:
+                change = fused.adam_change(state["exp_avg"], grad, state["exp_avg_sq"], beta1=beta1, beta2=beta2,
+                                           bias_correction2=1 - beta2 ** step, eps=_scalar(g["eps"]),
+                                           scale=-lr / (1 - beta1 ** step))
+            if change is None:
+                if not has_state:
+                    step = 1.0
+                    m = grad * (1 - beta1)
+                    v = grad * grad
+                    v.mul_(1 - beta2)
+                else:
+                    step = _scalar(state["step"]) + 1.0
                     m = torch.lerp(state["exp_avg"], grad, 1 - beta1)
                     v = state["exp_avg_sq"] * beta2
                     v.addcmul_(grad, grad, value=1 - beta2)
                     if g.get("amsgrad", False):
                         torch.maximum(state["max_exp_avg_sq"], v, out=v)
-            if change is None:
                 bc1 = 1 - beta1 ** step
                 bc2 = 1 - beta2 ** step
                 denom = v.sqrt_().div_(math.sqrt(bc2)).add_(g["eps"])
