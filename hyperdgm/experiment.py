@@ -318,4 +318,4 @@ def _track_and_fit_seeds(c: dict[str, Any], top: RunDir, dirs: Sequence[RunDir],
         t.finish()
     first = results[0]
     return Result(first.R, mean, first.task_times, first.param_counts, parent.run_id,
-                  {"seeds": {tr.seed: r for tr, r in zip(trainers, results)}})
+                  {"seeds": {tr.seed: r for tr, r in zip(trainers, results)}}, first.TI)

@@ -16,6 +16,10 @@ from typing import Sequence
 import numpy as np
 
 
+#: Mean over the tasks seen so far of the share (%) of a task's evaluated samples whose task the method
+#: inferred right (methods that infer the task: HNET+ENT, HNET+TIR in CL2 / CL3; hypercl's "task inference
+#: accuracy").
+TASK_INFERENCE = "acc_task_inference"
 #: The name of the mean diagonal when the method infers the task (not comparable with a "during" accuracy).
 DURING_INFERRED = "acc_during_optimistic"
 
@@ -64,9 +68,12 @@ def a_n(R: np.ndarray, test_sizes: Sequence[int], after: int | None = None) -> f
 
 
 def summary(R: np.ndarray, test_sizes: Sequence[int] | None = None, after: int | None = None, *,
-            task_inferred: bool = False) -> dict[str, float]:
+            task_inferred: bool = False, TI: np.ndarray | None = None) -> dict[str, float]:
     """All scalar metrics after task ``after`` (default: the last row); ``task_inferred``: the method
-    infers the task, its mean diagonal is named :data:`DURING_INFERRED` instead of ``acc_during``."""
+    infers the task, its mean diagonal is named :data:`DURING_INFERRED` instead of ``acc_during``.
+    ``TI``: task-inference accuracies shaped like ``R`` (NaN where the task was given); a complete row
+    adds :data:`TASK_INFERENCE`, its mean over the tasks seen (as ``acc_avg``, and hypercl's
+    ``acc_task_infer_mean``)."""
     out = {
         "acc_avg": average_accuracy(R, after),
         DURING_INFERRED if task_inferred else "acc_during": during_accuracy(R, after),
@@ -75,4 +82,8 @@ def summary(R: np.ndarray, test_sizes: Sequence[int] | None = None, after: int |
     }
     if test_sizes is not None:
         out["a_n"] = a_n(R, test_sizes, after)
+    if TI is not None:
+        i = TI.shape[0] - 1 if after is None else after
+        if np.isfinite(TI[i, : i + 1]).all():
+            out[TASK_INFERENCE] = average_accuracy(TI, after)
     return out

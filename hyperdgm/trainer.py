@@ -75,6 +75,7 @@ class Result:
     param_counts: dict[str, float]
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    TI: np.ndarray | None = None  # task-inference accuracies shaped like R (NaN where the task was given)
 
 
 def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -107,6 +108,12 @@ def _during_text(summary: Mapping[str, float]) -> str:
     if "acc_during" in summary:
         return f"during {summary['acc_during']:.2f}"
     return f"during (task inferred among the tasks seen so far, optimistic) {summary[metrics.DURING_INFERRED]:.2f}"
+
+
+def _task_inference_text(summary: Mapping[str, float]) -> str:
+    if metrics.TASK_INFERENCE not in summary:
+        return ""
+    return f", task inferred right {summary[metrics.TASK_INFERENCE]:.2f}"
 
 
 def task_seed(seed: int, task_id: int) -> int:
@@ -212,6 +219,7 @@ class Trainer:
             raise ConfigError(str(err)) from err
         n = benchmark.n_tasks
         self.R = metrics.new_matrix(n)
+        self.TI = metrics.new_matrix(n)  # task-inference accuracy (%), where the method infers the task
         self.task_times: list[float] = []
         if self.cfg.eval_split not in ("test", "val"):
             raise ConfigError(f"trainer.eval_split must be test or val, got {self.cfg.eval_split!r}")
@@ -247,6 +255,7 @@ class Trainer:
             **self.identity,
             "seed": self.seed,
             "R": torch.from_numpy(self.R.copy()),
+            "TI": torch.from_numpy(self.TI.copy()),
             "task_times": list(self.task_times),
             "run_id": self.tracker.run_id,
             "method": self.method.checkpoint_state(),
@@ -288,6 +297,8 @@ class Trainer:
         self.check_identity(state, path)
         self.method.load_checkpoint_state(state["method"])
         self.R = state["R"].cpu().numpy().copy()
+        # a checkpoint written before task inference was scored has no TI: unknown, not zero
+        self.TI = state["TI"].cpu().numpy().copy() if "TI" in state else metrics.new_matrix(self.R.shape[0])
         self.task_times = list(state["task_times"])
         self.start_task = int(state["task"]) + 1
         log.info("resumed from %s: continuing at task %d", path, self.start_task)
@@ -316,12 +327,13 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, upto: int) -> list[float]:
-        """Accuracy (%) on the ``eval_split`` of tasks ``0..upto`` in the scenario's terms."""
+    def evaluate(self, upto: int) -> tuple[list[float], list[float]]:
+        """Accuracy (%) on the ``eval_split`` of tasks ``0..upto`` in the scenario's terms, and per task the
+        share (%) of its samples whose task the method inferred right (NaN where it does not infer it)."""
         self.method.eval()
-        accs = [self._accuracy(task, self.cfg.eval_split) for task in self.benchmark.tasks[: upto + 1]]
+        scores = [self._scores(task, self.cfg.eval_split) for task in self.benchmark.tasks[: upto + 1]]
         self.method.train()
-        return accs
+        return [a for a, _ in scores], [t for _, t in scores]
 
     @torch.no_grad()
     def validation_accuracy(self, task: Any) -> float:
@@ -330,21 +342,28 @@ class Trainer:
         modes = [(mod, mod.training) for mod in self.method.modules()]
         self.method.eval()
         try:
-            return self._accuracy(task, "val")
+            return self._scores(task, "val")[0]
         finally:
             for mod, training in modes:
                 mod.train(training)
 
-    def _accuracy(self, task: Any, split: str) -> float:
+    def _scores(self, task: Any, split: str) -> tuple[float, float]:
+        """``(accuracy, task-inference accuracy)`` in % on ``task``'s ``split`` (the second NaN when the
+        method was given the task or does not infer it)."""
         n = len(task.split(split))
         correct = torch.zeros((), device=self.device)
+        task_right = torch.zeros((), device=self.device)
+        inferring = False
         given = task.id if self.scenario.task_id_given else None
         for s in range(0, n, self.cfg.eval_batch_size):
             idx = torch.arange(s, min(n, s + self.cfg.eval_batch_size), device=self.device)
             x, y = task.batch(split, idx)
-            logits = self.method.predict(x, given)
+            logits, inferred = self.method.predict_with_task(x, given)
             correct += (logits.argmax(1) == self.scenario.target(y, task.id)).sum()
-        return 100.0 * correct.item() / n
+            if inferred is not None:
+                inferring = True
+                task_right += (inferred == task.id).sum()
+        return 100.0 * correct.item() / n, (100.0 * task_right.item() / n if inferring else float("nan"))
 
     # -- training ------------------------------------------------------------------------
     def n_iters(self, task: Any) -> int:
@@ -410,15 +429,17 @@ class Trainer:
         self.check_finite(self.method.state_dict(), task.id, "after training")
         self.task_times.append(seconds)
         with region("evaluate"):
-            accs = self.evaluate(task.id)
+            accs, tis = self.evaluate(task.id)
         self.R[task.id, : task.id + 1] = accs
+        self.TI[task.id, : task.id + 1] = tis
         s = self.summary(after=task.id)
         log.info(
-            "%stask %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f", self.label,
+            "%stask %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f%s", self.label,
             task.id + 1, bench.n_tasks, self.task_times[-1], " ".join(f"{a:.2f}" for a in accs),
-            s["acc_avg"], _during_text(s), s["forgetting"],
+            s["acc_avg"], _during_text(s), s["forgetting"], _task_inference_text(s),
         )
         row = {f"acc/task_{j}": a for j, a in enumerate(accs)}
+        row.update({f"acc_task_inference/task_{j}": t for j, t in enumerate(tis) if not math.isnan(t)})
         row.update(s)
         row["time/task"] = self.task_times[-1]
         self.tracker.log_metrics(row, step=task.id)
@@ -438,13 +459,14 @@ class Trainer:
             log.info("stopped after task %d of %d as asked; continue with resume=%s", end, self.benchmark.n_tasks,
                      self.run_dir)
             return Result(self.R, self.summary(after=end - 1), list(self.task_times),
-                          self.method.param_counts(), self.tracker.run_id, {"stopped": True})
+                          self.method.param_counts(), self.tracker.run_id, {"stopped": True}, self.TI)
         return self.finish()
 
     def summary(self, after: int | None = None) -> dict[str, float]:
         """The scalar metrics after task ``after`` (default: the last); a method that infers the task gets
         its mean diagonal under :data:`~hyperdgm.metrics.DURING_INFERRED`."""
-        return metrics.summary(self.R, self.test_sizes, after=after, task_inferred=self.method.infers_task())
+        return metrics.summary(self.R, self.test_sizes, after=after, task_inferred=self.method.infers_task(),
+                               TI=self.TI)
 
     def finish(self) -> Result:
         summary = self.summary()
@@ -457,8 +479,9 @@ class Trainer:
         out = self.run_dir if self.run_dir else None
         accuracy_matrix_artifacts(self.R, names, self.tracker, out)
         log.info(
-            "%sfinal: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f, %.1fs; params %s", self.label,
+            "%sfinal: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f%s, %.1fs; params %s", self.label,
             summary["acc_avg"], _during_text(summary), summary["forgetting"], summary["bwt"],
+            _task_inference_text(summary),
             final["time/total"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in counts.items()},
         )
-        return Result(self.R, summary, list(self.task_times), counts, self.tracker.run_id)
+        return Result(self.R, summary, list(self.task_times), counts, self.tracker.run_id, TI=self.TI)

@@ -89,6 +89,12 @@ class Method(nn.Module):
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @torch.no_grad()
+    def predict_with_task(self, x: Tensor, task_id: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`predict`'s logits and, when the method inferred the task (:meth:`infers_task`), the task
+        it chose per sample (else ``None``): the trainer scores task inference from the same forward pass."""
+        return self.predict(x, task_id), None
+
     def param_counts(self) -> dict[str, float]:
         """``trainable`` (what the method learns and keeps), ``target`` (the weights of the nets it uses
         to predict) and ``compression_ratio`` = trainable / target."""

@@ -182,18 +182,25 @@ class HNet(Method):
         return [self.logits(x, e, self._classifier(self.gen.split(flat[e]))) for e in range(self.n_seen)]
 
     @torch.no_grad()
-    def infer_task(self, x: Tensor) -> Tensor:
-        return infer_by_entropy(self.per_task_logits(x), self.temperature)
+    def infer_task(self, x: Tensor, per_task: list[Tensor] | None = None) -> Tensor:
+        """The task per sample: the seen task whose net is the most confident (lowest entropy);
+        ``per_task``: those nets' logits when already computed."""
+        return infer_by_entropy(self.per_task_logits(x) if per_task is None else per_task, self.temperature)
 
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
+        return self.predict_with_task(x, task_id)[0]
+
+    @torch.no_grad()
+    def predict_with_task(self, x: Tensor, task_id: int | None = None) -> tuple[Tensor, Tensor | None]:
         if task_id is not None and self.inference == "given":
-            return self.logits(x, task_id)
+            return self.logits(x, task_id), None
         per_task = self.per_task_logits(x)
-        inferred = infer_by_entropy(per_task, self.temperature)
+        inferred = self.infer_task(x, per_task)
         if self.scenario.shared_head:
-            return assemble(per_task, inferred, None)
-        return assemble(per_task, inferred, self.scenario.offsets, self.scenario.n_seen_classes(self.n_seen))
+            return assemble(per_task, inferred, None), inferred
+        n_classes = self.scenario.n_seen_classes(self.n_seen)
+        return assemble(per_task, inferred, self.scenario.offsets, n_classes), inferred
 
     # -- bookkeeping ---------------------------------------------------------------------
     def param_counts(self) -> dict[str, float]:

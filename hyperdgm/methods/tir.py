@@ -17,7 +17,6 @@ from torch import Tensor
 from ..nets import TargetNet
 from .base import make_optimizer
 from .hnet import HNet
-from .inference import assemble
 from .replay import PixelSpace, build_memory, log_replay_grid, replay_from_memory, train_memory_step
 
 
@@ -93,18 +92,11 @@ class HNetTIR(HNet):
         return out
 
     @torch.no_grad()
-    def infer_task(self, x: Tensor) -> Tensor:
+    def infer_task(self, x: Tensor, per_task: list[Tensor] | None = None) -> Tensor:
+        """The task per sample, by the task-inference network (``per_task`` is not needed)."""
         if self.n_seen == 1:
             return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.tir(x)[:, : self.n_seen].argmax(1)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
-        per_task = self.per_task_logits(x)
-        inferred = self.infer_task(x)
-        if self.scenario.shared_head:
-            return assemble(per_task, inferred, None)
-        return assemble(per_task, inferred, self.scenario.offsets, self.scenario.n_seen_classes(self.n_seen))
 
     def param_counts(self) -> dict[str, float]:
         out = super().param_counts()
