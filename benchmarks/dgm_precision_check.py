@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
     data = os.environ.get("HYPERDGM_DATA", str(ROOT.parent / "shared" / "data"))
     over = ["benchmark=cil_mnist", "scenario=cil", "method=dgm", "benchmark.pad=32", "tracking=none", "threads=1",
             "trainer.progress=false", "trainer.checkpoint=false", f"data_root={data}", f"seed={seed}",
-            "benchmark.n_tasks=2", "benchmark.net.hidden=[64]", "trainer.log_every=20", "benchmark.train_limit=600", "benchmark.test_limit=300", "trainer.iters_per_task=150",
+            "benchmark.n_tasks=2", "benchmark.net.hidden=[64]", "trainer.log_every=20", "benchmark.train_limit=600",
+            "benchmark.test_limit=300", "trainer.iters_per_task=150",
             "trainer.batch_size=64", f"method.memory.protection={protection}", "method.memory.ngf=8",
             "method.memory.acgan.ndf=16", "method.memory.acgan.d_norm=none", f"trainer.precision={precision}"]
     if protection == "dgm_a":
