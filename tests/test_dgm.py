@@ -319,8 +319,8 @@ def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
     bench = build_benchmark("cil_mnist", data_root, n_tasks=2, train_limit=8, test_limit=8, val_size=2, pad=32)
     m = DGM({"memory": dict(TINY_DGM)})
     m.setup(bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
-    seq = iter([(50.0, 10.0), (80.0, 20.0), (70.0, 90.0)])  # (val, test) at three evaluation points
-    pending: dict[str, float] = {}
+    seq = iter([([50.0], [10.0]), ([80.0], [20.0]), ([70.0], [90.0])])  # (val, test) at three evaluation points
+    pending: dict[str, list[float]] = {}
 
     def fake(split, upto):
         if split == "val":
@@ -328,12 +328,30 @@ def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
             return pending["v"]
         return pending["t"]
 
-    m._class_mean_acc = fake
+    m._class_accs = fake
     m.begin_task(bench.tasks[0])
     for _ in range(3):
+        m.it += 5
         m._paper_eval(0)
     m.end_task(bench.tasks[0])
     assert m.a_n_paper == [20.0]  # the test accuracy where validation was best, not the best test accuracy
+    # the whole curve is logged, at the trainer's step numbering (what the selection hides stays visible)
+    logged: list[tuple[dict, int]] = []
+
+    class Rec:
+        def log_metrics(self, row, step=None):
+            logged.append((dict(row), step))
+
+        def log_figure(self, fig, name):
+            pass
+
+        def log_image(self, *a, **k):
+            pass
+
+    m.task_iters = 15
+    m.log_artifacts(Rec(), bench.tasks[0])
+    curve = [(step, row["paper/test_acc"], row["paper/val_acc"]) for row, step in logged if "paper/test_acc" in row]
+    assert curve == [(5, 10.0, 50.0), (10, 20.0, 80.0), (15, 90.0, 70.0)]
 
 
 def test_growth_table_follows_the_widths_per_task():

@@ -122,6 +122,7 @@ class DGM(Method):
                                       self.device)
         self.it = 0
         self._best: tuple[float, float] | None = None  # (val, test) at the best validation point
+        self.paper_curve: list[dict[str, float]] = []  # every a_n_paper evaluation point of this task
 
     def end_task(self, task) -> None:
         if self._best is not None:
@@ -170,8 +171,8 @@ class DGM(Method):
 
     # -- the official protocol (model selection on real validation data of every seen class) --
     @torch.no_grad()
-    def _class_mean_acc(self, split: str, upto: int) -> float:
-        """Mean over seen tasks of the accuracy on ``split`` (the official code averages per class)."""
+    def _class_accs(self, split: str, upto: int) -> list[float]:
+        """Accuracy on ``split`` of each seen task (the official code averages these per class)."""
         accs, bs = [], int(self.dcfg["eval_batch_size"])
         for task in self.benchmark.tasks[: upto + 1]:
             data = task.split(split)
@@ -181,7 +182,7 @@ class DGM(Method):
                 x, y = task.batch(split, idx)
                 correct += (self.predict(x).argmax(1) == self.scenario.target(y, task.id)).sum()
             accs.append(100.0 * correct.item() / max(n, 1))
-        return sum(accs) / len(accs)
+        return accs
 
     def _paper_eval(self, task_id: int) -> None:
         if self.benchmark.tasks[0].val is None:
@@ -191,10 +192,18 @@ class DGM(Method):
             return
         was = self.training
         self.eval()
-        val, test = self._class_mean_acc("val", task_id), self._class_mean_acc("test", task_id)
+        vals, tests = self._class_accs("val", task_id), self._class_accs("test", task_id)
         self.train(was)
+        val, test = sum(vals) / len(vals), sum(tests) / len(tests)
         if self._best is None or val > self._best[0]:
             self._best = (val, test)
+        # the curve shows where inside a task an old class is lost (and what the selection hides)
+        point = {"it": float(self.it), "val_acc": val, "test_acc": test, "test_acc_min": min(tests)}
+        point.update({f"test_acc.task_{k}": a for k, a in enumerate(tests)})
+        s_now = getattr(self.memory.protection, "current_s", None)
+        if s_now is not None:
+            point["s"] = float(s_now()[0])
+        self.paper_curve.append(point)
 
     # -- prediction ----------------------------------------------------------------------
     def _head(self, task_id: int) -> list[Tensor]:
@@ -241,6 +250,14 @@ class DGM(Method):
         row["generator/params"] = self.memory.param_counts()["generator_target"]
         if row:
             tracker.log_metrics(row, step=task.id)
+        base = task.id * int(getattr(self, "task_iters", 0) or 0)  # the trainer's step numbering of train/*
+        for p in getattr(self, "paper_curve", []):
+            tracker.log_metrics({f"paper/{k}": v for k, v in p.items() if k != "it"}, step=base + int(p["it"]))
+        if getattr(self, "paper_curve", None):
+            lo = min(self.paper_curve, key=lambda p: p["test_acc_min"])
+            log.info("a_n_paper curve of task %d: %d points, test acc %.2f at the end, worst class %.2f at step %d",
+                     task.id + 1, len(self.paper_curve), self.paper_curve[-1]["test_acc"], lo["test_acc_min"],
+                     int(lo["it"]))
         log.info("dgm after task %d: %s", task.id + 1, {k: round(v, 4) for k, v in row.items()})
         log_replay_grid(self.memory, tracker, task)
         log_growth_plot(self.memory, tracker, task)
