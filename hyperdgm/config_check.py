@@ -26,7 +26,7 @@ from .hnet.fused import MODES as FUSE_MODES
 from .precision import PRECISIONS
 from .tracking import artifact_root_for
 
-TOP_LEVEL_KEYS = frozenset({"seed", "seeds", "device", "threads", "deterministic", "data_root", "download", "resume", "run_name",
+TOP_LEVEL_KEYS = frozenset({"seed", "seeds", "device", "threads", "deterministic", "data_root", "download", "resume", "fork", "run_name",
                             "benchmark", "scenario", "method", "memory", "trainer", "tracking"})
 BENCHMARK_KEYS = frozenset({"name", "n_tasks", "class_order", "val_size", "pad", "normalize", "augment",
                             "train_limit", "test_limit", "net", "first_unpermuted"})
@@ -122,6 +122,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(_is_int(v) for v in seeds)
                               or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"seeds must be null or a list of distinct integers (seeds=[0,1,2]), got {seeds!r}")
+    if c.get("fork") is not None:
+        if seeds is not None:
+            raise ConfigError("fork= starts one run from a checkpoint: it cannot be combined with seeds=[...]")
+        if not Path(str(c["fork"])).expanduser().exists():
+            raise ConfigError(f"fork={c['fork']}: no such checkpoint or run dir")
     if not _int_at_least(1, optional=True)(c.get("threads")):
         raise ConfigError(f"threads must be null or an integer >= 1, got {c.get('threads')!r}")
     if not _boolean(c.get("deterministic", False)):

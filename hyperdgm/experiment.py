@@ -31,7 +31,7 @@ from .errors import ConfigError, Interrupted
 from .machine import describe
 from .methods import build_method
 from .naming import run_name, size_metrics
-from .rundir import CONFIG_FILE, RunDir
+from .rundir import CHECKPOINT_DIR, CONFIG_FILE, RunDir, checkpoint_files
 from .scenarios import ScenarioError, make_scenario
 from .tracking import build_tracker, defer_interrupt
 from .trainer import Result, Trainer
@@ -163,11 +163,31 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None, tags: 
             if identity is None:  # the data loaded: tie the run dir to this new run
                 identity = rd.create_identity(int(c["seed"]), cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
             trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
-            if resuming and trainer.load_latest() is None:
+            fork = fork_checkpoint(cfg.get("fork"))
+            if fork is not None:
+                tags.setdefault("forked_from", str(fork))
+            if resuming and trainer.load_latest() is not None:
+                pass
+            elif fork is not None:  # a new fork, or one stopped before its first own task: from the fork point
+                trainer.load_checkpoint(fork, fork=True)
+            elif resuming:
                 log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
         return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None, overrides, tags)
     finally:
         rd.unlock()
+
+
+def fork_checkpoint(fork: Any) -> Path | None:
+    """The checkpoint ``fork=`` names: a ``task_NNN.pt`` file, or a run dir's newest checkpoint."""
+    if fork is None:
+        return None
+    path = Path(str(fork)).expanduser().resolve()
+    if path.is_dir():
+        files = checkpoint_files(path)
+        if not files:
+            raise ConfigError(f"fork={fork}: no checkpoint in {path / CHECKPOINT_DIR}")
+        return files[-1]
+    return path
 
 
 def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> Trainer:

@@ -53,14 +53,15 @@ def run_preset(run: Any) -> str | None:
 
 def run_record(run: Any, note: str | None = None) -> dict[str, Any] | None:
     """A finished test-split run (MLflow ``Run``) as a ledger record; None for a run the table never shows
-    (unfinished, a validation run, no final accuracy, no preset).
+    (unfinished, a validation run, no final accuracy, no preset, a fork of another run).
 
     Its time is the training time it logged (``time.total``), not the span from its start to its end: a run
     resumed the next day did not train overnight, and a seed trained in a batch logs its own share. ``note``: what
     the table should say about the run (e.g. that the machine was shared), kept with its record."""
     t, m = run.data.tags, run.data.metrics
     preset = run_preset(run)
-    if run.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in m or preset is None:
+    if (run.info.status != "FINISHED" or t.get("eval_split", "test") != "test" or METRIC not in m or preset is None
+            or t.get("forked_from")):  # a fork (fork=) did not train its first tasks: not a run of the preset
         return None
     start = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000, dt.timezone.utc)
     return {"run_id": run.info.run_id, "preset": preset, "scenario": t.get("scenario", ""), "seed": str(run.data.params.get("seed", "?")),

@@ -274,34 +274,50 @@ class Trainer:
         files = checkpoint_files(Path(run_dir))
         return files[-1] if files else None
 
-    def check_identity(self, state: Mapping[str, Any], path: Path) -> None:
-        """Refuse a checkpoint of another run, method, benchmark or scenario."""
+    def check_identity(self, state: Mapping[str, Any], path: Path, *, fork: bool = False) -> None:
+        """Refuse a checkpoint of another run, method, benchmark or scenario (``fork``: of another
+        method, benchmark or scenario only: a fork is a new run started from another run's state)."""
         for key, mine in (("method_name", self.method.name), ("benchmark", self.benchmark.name),
                           ("scenario", self.scenario.name)):
             if state.get(key) != mine:
                 raise ConfigError(f"checkpoint {path} is for {key}={state.get(key)!r}, not {mine!r}")
+        if fork:
+            return
         expect = {"seed": self.seed, **self.identity}
         for key in IDENTITY_KEYS:
             if key in expect and state.get(key) != expect[key]:
                 raise ConfigError(f"checkpoint {path} belongs to another run ({key} {state.get(key)!r}, "
                                   f"this run {expect[key]!r}); refusing to resume from it")
 
-    def load_checkpoint(self, path: str | Path, state: Mapping[str, Any] | None = None) -> int:
-        """Restore the state after a finished task (verified); returns the next task to train."""
+    def load_checkpoint(self, path: str | Path, state: Mapping[str, Any] | None = None, *, fork: bool = False) -> int:
+        """Restore the state after a finished task (verified); returns the next task to train.
+        ``fork``: the checkpoint is another run's (``fork=``), whose config may differ from this one's."""
         path = Path(path)
         if state is None:
             try:
                 state = read_checkpoint(path, self.device)
             except CorruptCheckpoint as err:
                 raise ConfigError(str(err)) from err
-        self.check_identity(state, path)
-        self.method.load_checkpoint_state(state["method"])
+        self.check_identity(state, path, fork=fork)
+        if fork and tuple(state["R"].shape) != (self.benchmark.n_tasks,) * 2:
+            raise ConfigError(f"fork={path} is a run of {state['R'].shape[0]} tasks, this one has "
+                              f"{self.benchmark.n_tasks}")
+        if fork and int(state["task"]) + 1 >= self.benchmark.n_tasks:
+            raise ConfigError(f"fork={path} is after the last task ({int(state['task']) + 1} of "
+                              f"{self.benchmark.n_tasks}): nothing left to train from it")
+        try:
+            self.method.load_checkpoint_state(state["method"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            if not fork:
+                raise
+            raise ConfigError(f"fork={path}: its state does not fit this run's config (a changed architecture?): "
+                              f"{str(err).splitlines()[0]}") from err
         self.R = state["R"].cpu().numpy().copy()
         # a checkpoint written before task inference was scored has no TI: unknown, not zero
         self.TI = state["TI"].cpu().numpy().copy() if "TI" in state else metrics.new_matrix(self.R.shape[0])
         self.task_times = list(state["task_times"])
         self.start_task = int(state["task"]) + 1
-        log.info("resumed from %s: continuing at task %d", path, self.start_task)
+        log.info("%s from %s: continuing at task %d", "forked" if fork else "resumed", path, self.start_task)
         return self.start_task
 
     def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
