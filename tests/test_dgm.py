@@ -481,3 +481,41 @@ def test_dgm_with_one_hypernetwork_for_generator_and_classifier(data_root, tmp_p
     with pytest.raises(ValueError, match="memory.protection=hnet"):
         run_experiment(_cfg(data_root, tmp_path, *over[:4], "method.shared_hnet=true",
                             "method.memory.protection=dgm_w"), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("steps", ["balanced", "per_class"])
+def test_classifier_steps_per_iteration(data_root, steps):
+    """balanced: one classifier step on the real batch and n_replay generated samples split over the past
+    classes; per_class (the official code): t+1 steps of the real batch's size, each class as often as the real one."""
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods.dgm import DGM
+    from hyperdgm.scenarios import make_scenario
+
+    bench = build_benchmark("cil_mnist", data_root, n_tasks=3, train_limit=16, test_limit=8, pad=32)
+    m = DGM({"memory": {**TINY_DGM, "protection": "none"}, "classifier_steps": steps, "n_replay": 8,
+             "paper_eval_every": 0})
+    m.setup(bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    calls: list[tuple[int, list[int], bool]] = []
+    real_step = m.memory.model.classifier_step
+
+    def spy(x, y, n_cls, w=None):
+        calls.append((x.shape[0], torch.bincount(y, minlength=3).tolist(), w is not None))
+        return real_step(x, y, n_cls, w)
+
+    m.memory.model.classifier_step = spy
+    for t in range(3):
+        m.plan_task(1, 6)
+        m.begin_task(bench.tasks[t])
+        x, y = bench.tasks[t].batch("train", torch.arange(6))
+        calls.clear()
+        m.step(x, y, t)
+        m.end_task(bench.tasks[t])
+        if t == 0:
+            assert calls == [(6, [6, 0, 0], False)]
+        elif steps == "balanced":  # 6 real + 8 generated over the t past classes, weighted 1/(t+1) : t/(t+1)
+            assert len(calls) == 1 and calls[0][0] == 6 + 8 and calls[0][2]
+            assert calls[0][1][t] == 6 and sum(calls[0][1][:t]) == 8
+        else:  # t+1 unweighted steps of 6, every seen class 6 times in all
+            assert [c[0] for c in calls] == [6] * (t + 1) and not any(c[2] for c in calls)
+            totals = [sum(c[1][k] for c in calls) for k in range(3)]
+            assert totals[: t + 1] == [6] * (t + 1)

@@ -4,7 +4,8 @@ discriminator's auxiliary head is the classifier.
 
 Per training step: one step of the auxiliary classifier on the real current batch plus generated
 samples of every past class (class-balanced: the current batch weighs ``1/(t+1)``, the replay
-``t/(t+1)``, one step instead of the official code's ``t+1`` separate ones), then the memory's
+``t/(t+1)``, one step instead of the official code's ``t+1`` separate ones;
+``classifier_steps=per_class`` takes the official ``t+1``), then the memory's
 step (WGAN-GP critic, generator under its protection). The generator's protection is a config
 choice: ``dgm_w`` / ``dgm_a`` (DGMw / DGMa: learned binary masks with dynamic expansion, the
 paper), ``hnet`` (weights generated per task, output regularizer), ``replay`` (self-replay),
@@ -54,6 +55,9 @@ DGM_DEFAULTS = dict(
     classifier="aux",     # aux: the AC-GAN's auxiliary head classifies (DGM) | separate: a classifier of the
                           # critic's architecture with its own weights, trained on the same class-balanced batches
     classifier_lr=0.001,  # classifier=separate: its Adam (betas 0.9, 0.999), fresh per task
+    classifier_steps="balanced",  # balanced: one step on a class-balanced batch | per_class: the official t+1
+                                  # steps per iteration on shuffled chunks of the real batch and as many
+                                  # generated samples of every past class (t+1 times the classifier's work)
 )
 
 
@@ -82,6 +86,8 @@ class DGM(Method):
             if a["aux_weight"] or a["aux_g_weight"]:
                 raise ValueError("dgm shared_hnet=true: the classifier head is generated, so acgan.aux_weight and "
                                  "acgan.aux_g_weight (which train the discriminator's own head) must be 0")
+        if self.dcfg["classifier_steps"] not in ("balanced", "per_class"):
+            raise ValueError(f"method.classifier_steps must be balanced or per_class, got {self.dcfg['classifier_steps']!r}")
         if self.dcfg["classifier"] not in ("aux", "separate"):
             raise ValueError(f"method.classifier must be aux or separate, got {self.dcfg['classifier']!r}")
         self.separate = self.dcfg["classifier"] == "separate"
@@ -135,31 +141,25 @@ class DGM(Method):
         labels = sc.target(y, task_id)
         xu = self.pixels.to_unit(x)
         n_cls = sc.n_seen_classes(task_id + 1)
-        xs, ys, w = xu, labels, None
-        if task_id > 0:  # class-balanced: real current batch 1/(t+1), generated past classes t/(t+1)
-            per = max(1, math.ceil(int(self.dcfg["n_replay"]) / task_id))
-            xr, _, cr = mem.replay_batch(list(range(task_id)), per, generator=self.rng)
-            t1 = float(task_id + 1)
-            w = torch.cat([torch.full((xu.shape[0],), 1.0 / (t1 * xu.shape[0]), device=xu.device),
-                           torch.full((xr.shape[0],), task_id / (t1 * xr.shape[0]), device=xu.device)])
-            xs, ys = torch.cat([xu, xr]), torch.cat([labels, cr])
-        if self.shared:  # the generated head through the one hook sequence (output regularizer)
-            model = mem.model
-            model.opt.zero_grad(set_to_none=True)
-            for o in self.h_opts:
-                o.zero_grad(set_to_none=True)
-            cls = model.classifier_loss(xs, ys, n_cls, w, head=self._head(task_id))
-            protected_step(cls, [model.opt, *self.h_opts], [self.reg_hook])
-            cls = cls.detach()
-        elif self.separate:
-            self.clf_opt.zero_grad(set_to_none=True)
-            ce = F.cross_entropy(self._clf_logits(xs, n_cls), ys, reduction="none")
-            cls = ce.mean() if w is None else (ce * w).sum() / w.sum()
-            cls.backward()
-            self.clf_opt.step()
-            cls = cls.detach()
+        if task_id > 0 and self.dcfg["classifier_steps"] == "per_class":
+            # the official code: the real batch and as many generated samples of each past class, shuffled,
+            # one classifier step per chunk of the real batch's size (t+1 steps)
+            n = xu.shape[0]
+            xr, _, cr = mem.replay_batch(list(range(task_id)), n, generator=self.rng)
+            xa, ya = torch.cat([xu, xr]), torch.cat([labels, cr])
+            perm = torch.randperm(xa.shape[0], generator=self.rng, device=self.rng.device).to(xa.device)
+            cls = torch.stack([self._classifier_update(xa[i], ya[i], n_cls, None, task_id)
+                               for i in perm.split(n)]).mean()
         else:
-            cls = mem.model.classifier_step(xs, ys, n_cls, w)
+            xs, ys, w = xu, labels, None
+            if task_id > 0:  # class-balanced: real current batch 1/(t+1), generated past classes t/(t+1)
+                per = max(1, math.ceil(int(self.dcfg["n_replay"]) / task_id))
+                xr, _, cr = mem.replay_batch(list(range(task_id)), per, generator=self.rng)
+                t1 = float(task_id + 1)
+                w = torch.cat([torch.full((xu.shape[0],), 1.0 / (t1 * xu.shape[0]), device=xu.device),
+                               torch.full((xr.shape[0],), task_id / (t1 * xr.shape[0]), device=xu.device)])
+                xs, ys = torch.cat([xu, xr]), torch.cat([labels, cr])
+            cls = self._classifier_update(xs, ys, n_cls, w, task_id)
         out = {"loss_classifier": cls}
         for k, v in mem.step(xu, task_id, cond=labels).items():
             out[f"memory/{k}"] = v
@@ -168,6 +168,25 @@ class DGM(Method):
         if (every > 0 and self.it % every == 0) or self.it == int(getattr(self, "task_iters", -1)):
             self._paper_eval(task_id)
         return out
+
+    def _classifier_update(self, xs: Tensor, ys: Tensor, n_cls: int, w: Tensor | None, task_id: int) -> Tensor:
+        """One classifier step on ``xs`` (labels ``ys``, per-sample weights ``w``); its loss, detached."""
+        if self.shared:  # the generated head through the one hook sequence (output regularizer)
+            model = self.memory.model
+            model.opt.zero_grad(set_to_none=True)
+            for o in self.h_opts:
+                o.zero_grad(set_to_none=True)
+            cls = model.classifier_loss(xs, ys, n_cls, w, head=self._head(task_id))
+            protected_step(cls, [model.opt, *self.h_opts], [self.reg_hook])
+            return cls.detach()
+        if self.separate:
+            self.clf_opt.zero_grad(set_to_none=True)
+            ce = F.cross_entropy(self._clf_logits(xs, n_cls), ys, reduction="none")
+            cls = ce.mean() if w is None else (ce * w).sum() / w.sum()
+            cls.backward()
+            self.clf_opt.step()
+            return cls.detach()
+        return self.memory.model.classifier_step(xs, ys, n_cls, w)
 
     # -- the official protocol (model selection on real validation data of every seen class) --
     @torch.no_grad()
