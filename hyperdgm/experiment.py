@@ -160,18 +160,19 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] | None, tags: 
             identity = _check_claim(rd, cfg, resuming)
             _preflight(cfg, rd)
             trainer = _build(c, rd, method, device)
-            if identity is None:  # the data loaded: tie the run dir to this new run
-                identity = rd.create_identity(int(c["seed"]), cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
-            trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
             fork = fork_checkpoint(cfg.get("fork"))
             if fork is not None:
                 tags.setdefault("forked_from", str(fork))
-            if resuming and trainer.load_latest() is not None:
-                pass
-            elif fork is not None:  # a new fork, or one stopped before its first own task: from the fork point
-                trainer.load_checkpoint(fork, fork=True)
-            elif resuming:
-                log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
+                if not resuming:  # checked and loaded before the run dir is claimed: a refused fork leaves it free
+                    trainer.load_checkpoint(fork, fork=True)
+            if identity is None:  # the data loaded: tie the run dir to this new run
+                identity = rd.create_identity(int(c["seed"]), cc.config_hash(cfg), OmegaConf.to_yaml(cfg))
+            trainer.identity = {k: identity[k] for k in ("run_key", "config_hash")}
+            if resuming and trainer.load_latest() is None:
+                if fork is not None:  # a fork stopped before its first own task: from the fork point again
+                    trainer.load_checkpoint(fork, fork=True)
+                else:
+                    log.warning("no intact checkpoint in %s: starting from the first task", rd.path)
         return _track_and_fit(cfg, c, rd, trainer, rd.mlflow_run_id() if resuming else None, overrides, tags)
     finally:
         rd.unlock()

@@ -519,3 +519,17 @@ def test_classifier_steps_per_iteration(data_root, steps):
             assert [c[0] for c in calls] == [6] * (t + 1) and not any(c[2] for c in calls)
             totals = [sum(c[1][k] for c in calls) for k in range(3)]
             assert totals[: t + 1] == [6] * (t + 1)
+
+
+def test_last_a_n_paper_point_is_the_end_of_task_accuracy_in_bf16(data_root, tmp_path):
+    """The last evaluation point of a task scores the model the trainer scores after it, in bf16 runs too (the
+    point is taken inside a training step, under its autocast)."""
+    from mlflow.tracking import MlflowClient
+
+    over = ["benchmark.n_tasks=2", "benchmark.train_limit=64", "benchmark.test_limit=60", "benchmark.val_size=10",
+            "trainer.iters_per_task=4", "method.paper_eval_every=0", "trainer.precision=bf16",
+            "method.memory.protection=dgm_a"]
+    r = run_experiment(quick_cfg(data_root, tmp_path, *RUN[:4], *RUN[5:], *over), tmp_path / "bf16")
+    hist = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(r.run_id, "paper.test_acc")
+    assert len(hist) == 2
+    assert [round(m.value, 6) for m in hist] == [round(float(np.nanmean(r.R[t, : t + 1])), 6) for t in range(2)]

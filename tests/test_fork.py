@@ -62,6 +62,9 @@ def test_bad_forks_refused(data_root, tmp_path):
         _run(data_root, tmp_path, "b", f"fork={tmp_path / 'part'}", "method=joint")
     with pytest.raises(ConfigError, match="does not fit this run's config"):
         _run(data_root, tmp_path, "c", f"fork={tmp_path / 'part'}", "benchmark.net.hidden=[32]")
+    for other in ("seed=7", "benchmark.train_limit=150"):  # other permutations / samples: other tasks
+        with pytest.raises(ConfigError, match="trained on other tasks"):
+            _run(data_root, tmp_path, "f", f"fork={tmp_path / 'part'}", other)
     with pytest.raises(ConfigError, match="run of 3 tasks, this one has 2"):
         _run(data_root, tmp_path, "d", f"fork={tmp_path / 'part'}", "benchmark.n_tasks=2")
     (tmp_path / "empty").mkdir()

@@ -211,7 +211,9 @@ class DGM(Method):
             return
         was = self.training
         self.eval()
-        vals, tests = self._class_accs("val", task_id), self._class_accs("test", task_id)
+        # called inside a training step: without its autocast, as the trainer evaluates (same model, same numbers)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            vals, tests = self._class_accs("val", task_id), self._class_accs("test", task_id)
         self.train(was)
         val, test = sum(vals) / len(vals), sum(tests) / len(tests)
         if self._best is None or val > self._best[0]:
