@@ -147,7 +147,9 @@ class TaskLoop:
         show = trainer.cfg.progress if progress is None else progress
         self.bar = tqdm(total=self.iters, desc=f"task {task.id + 1}/{trainer.benchmark.n_tasks}{label}",
                         disable=not show, mininterval=1.0, leave=False)
-        self.base_step = task.id * self.iters
+        # train/* steps count the iterations of all earlier tasks (tasks of other lengths never overlap)
+        self.base_step = sum(trainer.n_iters(t) for t in trainer.benchmark.tasks[: task.id])
+        m.step_base = self.base_step
         self.autocast = trainer.autocast()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

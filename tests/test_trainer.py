@@ -125,3 +125,17 @@ def test_eval_split_val_scores_the_validation_split(data_root, tmp_path):
     with pytest.raises(ConfigError, match="eval_split"):
         config_check.validate(quick_cfg(data_root, tmp_path, "trainer.eval_split=train"))
     config_check.validate(quick_cfg(data_root, tmp_path, "trainer.eval_split=val", "benchmark.val_size=50"))
+
+
+def test_training_steps_of_tasks_of_other_lengths_never_overlap(data_root, tmp_path):
+    """train/* steps continue from the iterations of all earlier tasks (split MNIST's tasks differ in size)."""
+    over = ["method=finetune", "scenario=cl3", "benchmark.train_limit=null", "benchmark.n_tasks=2",
+            "trainer.epochs=0.05", "trainer.batch_size=32", "trainer.log_every=1"]
+    r = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "ft")
+    hist = _client(tmp_path).get_metric_history(r.run_id, "train.loss")
+    from hyperdgm.data.benchmarks import build_benchmark
+
+    sizes = [len(t.train) for t in build_benchmark("split_mnist", data_root, n_tasks=2).tasks]
+    iters = [int(np.ceil(0.05 * n / 32)) for n in sizes]
+    assert iters[0] != iters[1]
+    assert sorted(h.step for h in hist) == list(range(1, sum(iters) + 1))

@@ -271,7 +271,7 @@ class DGM(Method):
         row["generator/params"] = self.memory.param_counts()["generator_target"]
         if row:
             tracker.log_metrics(row, step=task.id)
-        base = task.id * int(getattr(self, "task_iters", 0) or 0)  # the trainer's step numbering of train/*
+        base = int(getattr(self, "step_base", 0))  # the trainer's step numbering of train/*
         for p in getattr(self, "paper_curve", []):
             tracker.log_metrics({f"paper/{k}": v for k, v in p.items() if k != "it"}, step=base + int(p["it"]))
         if getattr(self, "paper_curve", None):
