@@ -31,7 +31,7 @@ from .errors import ConfigError, Interrupted
 from .machine import describe
 from .methods import build_method
 from .naming import run_name, size_metrics
-from .rundir import CHECKPOINT_DIR, CONFIG_FILE, RunDir, checkpoint_files
+from .rundir import CHECKPOINT_DIR, CONFIG_FILE, RunDir
 from .scenarios import ScenarioError, make_scenario
 from .tracking import build_tracker, defer_interrupt
 from .trainer import Result, Trainer
@@ -184,10 +184,10 @@ def fork_checkpoint(fork: Any) -> Path | None:
         return None
     path = Path(str(fork)).expanduser().resolve()
     if path.is_dir():
-        files = checkpoint_files(path)
-        if not files:
+        newest = Trainer.latest_checkpoint(path)
+        if newest is None:
             raise ConfigError(f"fork={fork}: no checkpoint in {path / CHECKPOINT_DIR}")
-        return files[-1]
+        return newest
     return path
 
 
