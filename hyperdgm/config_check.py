@@ -317,7 +317,8 @@ def resume_config(saved: DictConfig, cmd: DictConfig, overrides: Sequence[str] |
         if key == "resume" or key.startswith("resume."):
             continue
         new, old = _lookup(c, key), _lookup(s, key)
-        if _is_safe(key):
+        if _is_safe(key) or (old is _MISSING and new is None):
+            # a key added to the config after the run was saved, left at null, changes nothing
             _set(out, key, new)
         elif new is _MISSING or new != old:
             refused.append(key)

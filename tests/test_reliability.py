@@ -304,6 +304,24 @@ def test_resume_takes_safe_overrides_and_refuses_the_rest(data_root, tmp_path):
             resume_config(saved, quick_cfg(data_root, tmp_path, *bad), bad)
 
 
+def test_resume_auto_accepts_keys_added_after_the_run_at_null(data_root, tmp_path):
+    """A run saved before a config key existed (``fork``) still continues with ``resume=auto`` (whole config
+    compared); a non-null value for that key is still a change."""
+    from omegaconf import open_dict
+
+    from hyperdgm.config_check import resume_config
+
+    saved = quick_cfg(data_root, tmp_path, "tracking=none")
+    with open_dict(saved):
+        del saved["fork"]
+    out = resume_config(saved, quick_cfg(data_root, tmp_path, "tracking=none"), None)
+    assert "fork" in out and out.fork is None
+    with pytest.raises(ConfigError, match="refusing to change fork"):
+        resume_config(saved, quick_cfg(data_root, tmp_path, "tracking=none", f"fork={tmp_path}"), None)
+    with pytest.raises(ConfigError, match="refusing to change seed"):
+        resume_config(saved, quick_cfg(data_root, tmp_path, "tracking=none", "seed=3"), None)
+
+
 def test_signals_raise_interrupted():
     from hyperdgm.errors import Interrupted
     from hyperdgm.experiment import signals_as_interrupts
