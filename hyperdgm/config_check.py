@@ -317,8 +317,9 @@ def resume_config(saved: DictConfig, cmd: DictConfig, overrides: Sequence[str] |
         if key == "resume" or key.startswith("resume."):
             continue
         new, old = _lookup(c, key), _lookup(s, key)
-        if _is_safe(key) or (old is _MISSING and new is None):
-            # a key added to the config after the run was saved, left at null, changes nothing
+        if old is _MISSING and new is None:
+            continue  # a key added after the run was saved, left at null: not added, so the run's digest holds
+        if _is_safe(key):
             _set(out, key, new)
         elif new is _MISSING or new != old:
             refused.append(key)
