@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -24,7 +22,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .data.synthetic import fingerprint
 from .errors import ConfigError, Interrupted
 from .naming import metric_key, metric_value, param_value
 
@@ -59,25 +56,6 @@ def artifact_root_for(uri: str, root: str | os.PathLike | None = None) -> Path |
         return None
     store_dir = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
     return (store_dir / Path(root).expanduser()).resolve() if root else store_dir / "mlartifacts"
-
-
-def benchmark_digest(bench: Any) -> str:
-    """Fingerprint of what a benchmark feeds the run: per task its classes, the sample indices and
-    labels of every split, the permutation and the preprocessing (the files themselves: the data root; a
-    generated data set's samples: their hash)."""
-    h = hashlib.sha256(bench.name.encode())
-    for t in bench.tasks:
-        h.update(json.dumps([t.name, t.classes, t.dataset, t.normalize, t.pad, t.augment]).encode())
-        generated = fingerprint(t.dataset)
-        if generated is not None:  # no files behind it (hyperdgm.data.synthetic): the samples themselves
-            h.update(generated)
-        for data in (t.train, t.val, t.test):
-            if data is not None:
-                h.update(data.idx.cpu().numpy().tobytes())
-                h.update(data.y.cpu().numpy().tobytes())
-        if t.permutation is not None:
-            h.update(t.permutation.cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -307,7 +285,7 @@ class MLflowTracker(Tracker):
         shape = tuple(bench.tasks[0].input_shape)
         schema = Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "x"), TensorSpec(np.dtype(np.int64), (-1,), "y")])
         ds = MetaDataset(LocalArtifactDatasetSource(str(Path(data_root).expanduser().resolve())), name=bench.name,
-                         digest=benchmark_digest(bench), schema=schema)
+                         digest=bench.digest, schema=schema)
         sizes = {s: sum(len(t.split(s)) for t in bench.tasks) for s in ("train", "val", "test")
                  if all(getattr(t, s) is not None for t in bench.tasks)}
         tags = {"mlflow.data.context": "training", "n_tasks": str(bench.n_tasks), **{f"n_{k}": str(v) for k, v in sizes.items()}}

@@ -34,7 +34,7 @@ from .hnet import fused
 from .precision import resolve_precision
 from .profiling import region
 from .maps import log_maps
-from .tracking import Tracker, accuracy_matrix_artifacts, benchmark_digest, log_accuracy_matrix_image, task_labels
+from .tracking import Tracker, accuracy_matrix_artifacts, log_accuracy_matrix_image, task_labels
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Trainer:
             "scenario": self.scenario.name,
             **self.identity,
             "seed": self.seed,
-            "data": self.data_digest,  # the tasks themselves: a fork= on other tasks is refused
+            "data": self.benchmark.digest,  # the tasks themselves: a fork= on other tasks is refused
             "R": torch.from_numpy(self.R.copy()),
             "TI": torch.from_numpy(self.TI.copy()),
             "task_times": list(self.task_times),
@@ -271,13 +271,6 @@ class Trainer:
             raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
         return path
 
-    @property
-    def data_digest(self) -> str:
-        """Fingerprint of the benchmark's tasks (:func:`~.tracking.benchmark_digest`), computed once."""
-        if getattr(self, "_data_digest", None) is None:
-            self._data_digest = benchmark_digest(self.benchmark)
-        return self._data_digest
-
     @staticmethod
     def latest_checkpoint(run_dir: str | Path) -> Path | None:
         """The newest checkpoint file (unverified; :meth:`load_latest` verifies and falls back)."""
@@ -291,11 +284,13 @@ class Trainer:
                           ("scenario", self.scenario.name)):
             if state.get(key) != mine:
                 raise ConfigError(f"checkpoint {path} is for {key}={state.get(key)!r}, not {mine!r}")
-        if fork and tuple(state["R"].shape) != (self.benchmark.n_tasks,) * 2:
-            raise ConfigError(f"fork={path} is a run of {state['R'].shape[0]} tasks, this one has "
-                              f"{self.benchmark.n_tasks}")
-        if fork:  # the tasks must be the source's (permutations, class order and splits follow seed and config)
-            if state.get("data", self.data_digest) != self.data_digest or ("data" not in state and state.get("seed") != self.seed):
+        if fork:
+            if tuple(state["R"].shape) != (self.benchmark.n_tasks,) * 2:
+                raise ConfigError(f"fork={path} is a run of {state['R'].shape[0]} tasks, this one has "
+                                  f"{self.benchmark.n_tasks}")
+            # the tasks must be the source's (permutations, class order and splits follow seed and config)
+            digest = self.benchmark.digest
+            if state.get("data", digest) != digest or ("data" not in state and state.get("seed") != self.seed):
                 raise ConfigError(f"fork={path} was trained on other tasks than this run's (the benchmark's config or "
                                   f"the seed differs: permutations, class order and splits follow them)")
             return

@@ -7,7 +7,6 @@ import torch
 
 from hyperdgm.data import BENCHMARKS, build_benchmark
 from hyperdgm.data import synthetic
-from hyperdgm.tracking import benchmark_digest
 
 
 def _original_classes(task, split: str) -> torch.Tensor:
@@ -62,17 +61,17 @@ def test_limits_validation_and_class_order():
 
 def test_digest_follows_selection_and_samples(monkeypatch):
     a = build_benchmark("synthetic", None, train_limit=100)
-    before = benchmark_digest(a)
-    assert before == benchmark_digest(build_benchmark("synthetic", "/elsewhere", train_limit=100))
-    assert benchmark_digest(a) != benchmark_digest(build_benchmark("synthetic", None, train_limit=100, seed=1))
-    assert benchmark_digest(a) != benchmark_digest(build_benchmark("synthetic", None, train_limit=100,
-                                                                   class_order=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9]))
+    before = a.digest
+    assert before == build_benchmark("synthetic", "/elsewhere", train_limit=100).digest
+    assert a.digest != build_benchmark("synthetic", None, train_limit=100, seed=1).digest
+    assert a.digest != build_benchmark("synthetic", None, train_limit=100,
+                                       class_order=[1, 0, 2, 3, 4, 5, 6, 7, 8, 9]).digest
     # same selection, other generated samples (a changed generator): another digest
     monkeypatch.setattr(synthetic, "_NOISE", 0.2)
     synthetic.make_synthetic.cache_clear()
     synthetic.fingerprint.cache_clear()
     try:
-        assert benchmark_digest(build_benchmark("synthetic", None, train_limit=100)) != before
+        assert build_benchmark("synthetic", None, train_limit=100).digest != before
     finally:
         monkeypatch.undo()
         synthetic.make_synthetic.cache_clear()
@@ -95,6 +94,6 @@ def test_logged_as_the_runs_dataset_input(tmp_path):
     tracker.log_benchmark(bench, tmp_path)
     ((run_id, (inp,)),) = logged
     assert run_id == "r1"
-    assert inp.dataset.name == "synthetic" and inp.dataset.digest == benchmark_digest(bench)
+    assert inp.dataset.name == "synthetic" and inp.dataset.digest == bench.digest
     assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training", "n_tasks": "2",
                                                   "n_train": "200", "n_test": "100"}

@@ -9,15 +9,18 @@ Preprocessing (scaling, padding, permutation, augmentation) happens per batch in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .readers import READERS, PathLike
-from .synthetic import read_synthetic, read_synthetic_rgb
+from .synthetic import fingerprint, read_synthetic, read_synthetic_rgb
 from .tensors import DATASET_STATS, NORMALIZATIONS, pad_to, random_crop_flip, standardize
 
 __all__ = ["TaskData", "Task", "Benchmark", "build_benchmark", "BENCHMARKS"]
@@ -155,6 +158,25 @@ class Benchmark:
     @property
     def n_classes_total(self) -> int:
         return sum(self.n_classes_per_task)
+
+    @cached_property
+    def digest(self) -> str:
+        """Fingerprint of what the benchmark feeds a run: per task its classes, the sample indices and
+        labels of every split, the permutation and the preprocessing (the files themselves: the data root;
+        a generated data set's samples: their hash). Computed once per benchmark."""
+        h = hashlib.sha256(self.name.encode())
+        for t in self.tasks:
+            h.update(json.dumps([t.name, t.classes, t.dataset, t.normalize, t.pad, t.augment]).encode())
+            generated = fingerprint(t.dataset)
+            if generated is not None:  # no files behind it (hyperdgm.data.synthetic): the samples themselves
+                h.update(generated)
+            for data in (t.train, t.val, t.test):
+                if data is not None:
+                    h.update(data.idx.cpu().numpy().tobytes())
+                    h.update(data.y.cpu().numpy().tobytes())
+            if t.permutation is not None:
+                h.update(t.permutation.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def to(self, device: torch.device | str) -> "Benchmark":
         """Copy all tasks to ``device``, moving each shared tensor once."""

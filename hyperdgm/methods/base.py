@@ -43,6 +43,7 @@ class Method(nn.Module):
         self.cfg = dict(cfg)
         self.n_seen = 0
         self.current_task: int | None = None
+        self.step_base = 0  # the trainer's step of the current task's first iteration (train/* numbering)
         self.lr_schedule = LRSchedule(self.cfg.get("lr_schedule"))
         if self.lr_schedule.active and not self.lr_schedulable:
             raise ValueError(f"method {self.name} has no optimizer that method.lr_schedule can drive; "

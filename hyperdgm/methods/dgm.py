@@ -108,6 +108,7 @@ class DGM(Method):
             self.memory.protection.attach(self.gen, 1, self.reg)
         self.pixels = PixelSpace(benchmark.tasks[0], device)
         self.a_n_paper: list[float] = []
+        self.paper_curve: list[dict[str, float]] = []  # every a_n_paper evaluation point of the current task
         self._warned_val = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -128,7 +129,7 @@ class DGM(Method):
                                       self.device)
         self.it = 0
         self._best: tuple[float, float] | None = None  # (val, test) at the best validation point
-        self.paper_curve: list[dict[str, float]] = []  # every a_n_paper evaluation point of this task
+        self.paper_curve = []
 
     def end_task(self, task) -> None:
         if self._best is not None:
@@ -271,10 +272,10 @@ class DGM(Method):
         row["generator/params"] = self.memory.param_counts()["generator_target"]
         if row:
             tracker.log_metrics(row, step=task.id)
-        base = int(getattr(self, "step_base", 0))  # the trainer's step numbering of train/*
-        for p in getattr(self, "paper_curve", []):
-            tracker.log_metrics({f"paper/{k}": v for k, v in p.items() if k != "it"}, step=base + int(p["it"]))
-        if getattr(self, "paper_curve", None):
+        for p in self.paper_curve:
+            tracker.log_metrics({f"paper/{k}": v for k, v in p.items() if k != "it"},
+                                step=self.step_base + int(p["it"]))
+        if self.paper_curve:
             lo = min(self.paper_curve, key=lambda p: p["test_acc_min"])
             log.info("a_n_paper curve of task %d: %d points, test acc %.2f at the end, worst class %.2f at step %d",
                      task.id + 1, len(self.paper_curve), self.paper_curve[-1]["test_acc"], lo["test_acc_min"],
