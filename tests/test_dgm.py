@@ -43,6 +43,20 @@ def _roundtrip(mem: GenerativeMemory, cfg_over: dict, n_tasks: int = 3) -> Gener
 
 
 # -- annealing ------------------------------------------------------------------------------
+def test_layer_norm_critic_scores_each_sample_on_its_own():
+    """The short presets' critic (``d_norm=layer``) normalises per sample, so the gradient penalty, taken per sample,
+    constrains what the critic does; batch norm (DGM's) scores a sample by the rest of its batch."""
+    from hyperdgm.memory.models import ACDiscriminator
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 32, 32)
+    for norm, alone_equals_batch in (("layer", True), ("batch", False)):
+        d = ACDiscriminator((1, 32, 32), 3, ndf=4, norm=norm).train()
+        (critic, aux), (critic_1, aux_1) = d(x), d(x[:2])
+        assert torch.allclose(critic[:2], critic_1, atol=1e-5) == alone_equals_batch, norm
+        assert torch.allclose(aux[:2], aux_1, atol=1e-5) == alone_equals_batch, norm
+
+
 def test_annealing_values():
     smax = 1e4
     # official: s_max(e) = (smax - 1/smax) e / n + 1/smax; s rises within the epoch from 1/s_max(e) to ~s_max(e)
@@ -298,7 +312,7 @@ def test_short_class_incremental_mnist_far_above_finetune(data_root, tmp_path, p
     assert math.isfinite(r.param_counts["stored_mask_bits"]) and r.param_counts["stored_mask_bits"] > 0
 
 
-@pytest.mark.parametrize("preset", ["cil_svhn_dgmw", "cil_svhn_dgma", "cil_cifar10_dgmw"])
+@pytest.mark.parametrize("preset", ["cil_svhn_dgmw", "cil_svhn_dgma", "cil_cifar10_dgmw", "cil_cifar10_dgmw_short"])
 def test_rgb_presets_run(preset, tiny_svhn, cifar10_root, tmp_path):
     """The SVHN presets on small .mat files in the original format, CIFAR-10 on the real files."""
     root = tiny_svhn.root if "svhn" in preset else cifar10_root
