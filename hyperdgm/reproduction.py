@@ -156,7 +156,8 @@ def _from_runs(got: Sequence[Mapping[str, Any]], seeds: int) -> dict[str, Any]:
     times = [float(r["train_s"]) for r in got if r.get("train_s") is not None]
     dates = sorted(r["start"][:10] for r in got)
     machines, loads = _machines([r.get("machine", "not recorded") for r in got])
-    notes = list(dict.fromkeys(r["note"] for r in got if r.get("note")))
+    # each clause once: seeds recorded at different times often share one ("1 thread beside ...")
+    notes = list(dict.fromkeys(c for r in got if r.get("note") for c in r["note"].split("; ")))
     return {"mean": statistics.fmean(accs), "sd": sd, "seeds": len(got),
             "time": f"{statistics.fmean(times):.0f} s" if times else "-",
             "machine": "; ".join(machines) + (f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""),

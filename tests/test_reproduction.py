@@ -116,7 +116,7 @@ def test_the_ledger_keeps_every_run_once_and_a_lost_stores_summary_until_runs_re
     # a note goes to the runs recorded for the first time, and stays with them when the store is recorded again
     store = [_run("splitmnist_hnet", "cl1", 1, 99.5, 3000)]
     records, n = rp.record_runs([r for r in rp.read_ledger(path) if r.get("run_id") != "id3000"], store, "shared")
-    records, _ = rp.record_runs(records, store + [_run("splitmnist_hnet", "cl1", 2, 99.6, 4000)], "paused")
+    records, _ = rp.record_runs(records, store + [_run("splitmnist_hnet", "cl1", 2, 99.6, 4000)], "paused; shared")
     records, _ = rp.record_runs(records, store)
     assert n == 1 and {r.get("run_id"): r.get("note") for r in records if "run_id" in r}["id3000"] == "shared"
     (hnet,) = rp.reproduction_rows(records, seeds=2, table=TABLE[1:2])
