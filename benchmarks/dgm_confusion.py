@@ -18,9 +18,8 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyperdgm.data import build_benchmark  # noqa: E402
 from hyperdgm.data.readers import MissingDataError  # noqa: E402
-from hyperdgm.experiment import _BENCH_KEYS, method_config  # noqa: E402
+from hyperdgm.experiment import benchmark_of, method_config  # noqa: E402
 from hyperdgm.methods import build_method  # noqa: E402
 from hyperdgm.rundir import read_checkpoint  # noqa: E402
 from hyperdgm.scenarios import make_scenario  # noqa: E402
@@ -42,10 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     path = args.run_dir / "checkpoints" / args.checkpoint if args.checkpoint else Trainer.latest_checkpoint(args.run_dir)
     if path is None or not path.exists():
         ap.error(f"no checkpoint {path or 'in ' + str(args.run_dir / 'checkpoints')}")
-    b = c["benchmark"]
-    kwargs = {k: b.get(k) for k in _BENCH_KEYS if b.get(k) is not None}
     try:
-        bench = build_benchmark(b["name"], args.data_root or c["data_root"], seed=int(c["seed"]), **kwargs)
+        bench = benchmark_of(c, args.data_root)
     except MissingDataError as err:
         ap.error(str(err))
     scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)

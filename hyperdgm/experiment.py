@@ -42,6 +42,13 @@ _BENCH_KEYS = ("n_tasks", "class_order", "val_size", "pad", "normalize", "augmen
                "first_unpermuted")
 
 
+def benchmark_of(c: Mapping[str, Any], data_root: str | None = None) -> Any:
+    """The run's benchmark from its resolved config (on the CPU; ``data_root`` overrides the config's)."""
+    bcfg = c["benchmark"]
+    kwargs = {k: bcfg.get(k) for k in _BENCH_KEYS if bcfg.get(k) is not None}
+    return build_benchmark(bcfg["name"], data_root or c["data_root"], seed=int(c["seed"]), **kwargs)
+
+
 def method_config(cfg: DictConfig) -> dict[str, Any]:
     """The method's config with the benchmark's target net filled in where the method sets none."""
     m = OmegaConf.to_container(cfg.method, resolve=True)
@@ -201,12 +208,10 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     seed = int(c["seed"])
-    bcfg = c["benchmark"]
-    kwargs = {k: bcfg.get(k) for k in _BENCH_KEYS if bcfg.get(k) is not None}
     if c.get("download"):  # fetch a missing data set with torchvision (extra `vision`) before reading it
-        for ds in benchmark_datasets(bcfg["name"]):
+        for ds in benchmark_datasets(c["benchmark"]["name"]):
             ensure_data(ds, c["data_root"])
-    bench = build_benchmark(bcfg["name"], c["data_root"], seed=seed, **kwargs).to(device)
+    bench = benchmark_of(c).to(device)
     scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)
     scenario.check(method.name, method.scenarios)
     trainer = Trainer(method, bench, scenario, tracker=build_tracker(c.get("tracking")), cfg=c["trainer"],

@@ -42,7 +42,6 @@ def _roundtrip(mem: GenerativeMemory, cfg_over: dict, n_tasks: int = 3) -> Gener
     return fresh
 
 
-# -- annealing ------------------------------------------------------------------------------
 def test_layer_norm_critic_scores_each_sample_on_its_own():
     """The short presets' critic (``d_norm=layer``) normalises per sample, so the gradient penalty, taken per sample,
     constrains what the critic does; batch norm (DGM's) scores a sample by the rest of its batch."""
@@ -57,6 +56,7 @@ def test_layer_norm_critic_scores_each_sample_on_its_own():
         assert torch.allclose(aux[:2], aux_1, atol=1e-5) == alone_equals_batch, norm
 
 
+# -- annealing ------------------------------------------------------------------------------
 def test_annealing_values():
     smax = 1e4
     # official: s_max(e) = (smax - 1/smax) e / n + 1/smax; s rises within the epoch from 1/s_max(e) to ~s_max(e)
