@@ -282,17 +282,26 @@ def test_acgan_under_every_protection_runs(data_root, tmp_path, protection):
 
 
 def test_hnet_r_vae_under_dgm_w_keeps_old_decoder(data_root, tmp_path):
-    over = ["method=hnet_r", "scenario=cl3", "tracking=none", "benchmark.n_tasks=3", "benchmark.train_limit=200",
+    """HNET+R's VAE under DGMw masks: the decoder grows, and the run logs DGM's growth as the DGM method does
+    (capacity, widths and a growth plot for each task the memory learned; none for the last, which it skips)."""
+    from mlflow.tracking import MlflowClient
+
+    over = ["method=hnet_r", "scenario=cl3", "benchmark.n_tasks=3", "benchmark.train_limit=200",
             "trainer.iters_per_task=20", "method.memory.protection=dgm_w", "method.memory.enc_hidden=[64]",
             "method.memory.dec_hidden=[32,48]", "method.memory.latent_dim=8", "method.memory.emb_lr=0.01"]
-    from hyperdgm.experiment import method_config  # noqa: F401  (the config path the CLI takes)
-
     r = run_experiment(quick_cfg(data_root, tmp_path, *over), tmp_path / "hr")
     assert np.isfinite(r.R[2]).all()
     ck = torch.load(tmp_path / "hr" / "checkpoints" / "task_001.pt", weights_only=True)
     mem_state = ck["method"]["memory"]
     assert len(mem_state["growth"]) >= 2  # the MLP decoder grew after its tasks
     assert r.param_counts["memory_generator_target"] > (20 + 100) * 32 + 32 * 48 + 48 * 784  # grown past the start
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for key in ("dgm.new_reserved", "dgm.free", "generator.width_0", "generator.params"):
+        assert [m.step for m in client.get_metric_history(r.run_id, key)] == [0, 1], key
+    widths = [m.value for m in client.get_metric_history(r.run_id, "generator.width_0")]
+    assert widths[1] > widths[0] > 32  # the first hidden layer after each growth
+    plots = [f.path for f in client.list_artifacts(r.run_id, "growth")]
+    assert plots == ["growth/after_task_00.png", "growth/after_task_01.png"]
 
 
 @pytest.mark.parametrize("protection", ["dgm_w", "dgm_a"])
@@ -369,7 +378,7 @@ def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
 
 
 def test_growth_table_follows_the_widths_per_task():
-    from hyperdgm.methods.dgm import growth_table
+    from hyperdgm.methods.replay import growth_table
 
     mem = _memory("dgm_w")
     start = sum(mem.body.widths)

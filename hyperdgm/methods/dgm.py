@@ -43,7 +43,7 @@ from ..memory.models import ACDiscriminator
 from ..memory.replay_models import fused_adam
 from .base import Method, count
 from .hnet import OutputRegHook, build_generator
-from .replay import PixelSpace, build_memory, log_replay_grid
+from .replay import PixelSpace, build_memory, log_memory
 
 log = logging.getLogger(__name__)
 
@@ -264,14 +264,6 @@ class DGM(Method):
         return out
 
     def log_artifacts(self, tracker: Any, task: Any) -> None:
-        row = dict(self.memory.protection.stats())
-        if len(self.a_n_paper) > task.id:
-            row["a_n_paper"] = self.a_n_paper[task.id]
-        for i, w in enumerate(self.memory.body.widths):
-            row[f"generator/width_{i}"] = float(w)
-        row["generator/params"] = self.memory.param_counts()["generator_target"]
-        if row:
-            tracker.log_metrics(row, step=task.id)
         for p in self.paper_curve:
             tracker.log_metrics({f"paper/{k}": v for k, v in p.items() if k != "it"},
                                 step=self.step_base + int(p["it"]))
@@ -280,9 +272,8 @@ class DGM(Method):
             log.info("a_n_paper curve of task %d: %d points, test acc %.2f at the end, worst class %.2f at step %d",
                      task.id + 1, len(self.paper_curve), self.paper_curve[-1]["test_acc"], lo["test_acc_min"],
                      int(lo["it"]))
-        log.info("dgm after task %d: %s", task.id + 1, {k: round(v, 4) for k, v in row.items()})
-        log_replay_grid(self.memory, tracker, task)
-        log_growth_plot(self.memory, tracker, task)
+        extra = {"a_n_paper": self.a_n_paper[task.id]} if len(self.a_n_paper) > task.id else {}
+        log_memory(self.memory, tracker, task, extra=extra)
 
     def checkpoint_state(self) -> dict[str, Any]:
         out = {"n_seen": self.n_seen, "memory": self.memory.checkpoint_state(), "a_n_paper": list(self.a_n_paper)}
@@ -302,40 +293,3 @@ class DGM(Method):
         if self.separate:
             self.clf.load_state_dict(state["classifier"])
         self.a_n_paper = [float(v) for v in state["a_n_paper"]]
-
-
-def growth_table(memory: Any) -> list[dict[str, float]]:
-    """Generator size per finished task against the linear worst case (a fresh net per task)."""
-    hist = getattr(memory.protection, "history", [])
-    tw = memory.body.task_widths
-    first = tw.get(0, memory.body.widths)
-    rows = []
-    for i, h in enumerate(hist):
-        widths = tw.get(int(h["task"]) + 1, memory.body.widths)  # what the next task starts with
-        rows.append({"task": float(h["task"]), "width_sum": float(sum(widths)),
-                     "linear_width_sum": float(sum(first) * (i + 2)), "reserved": float(h["reserved"]),
-                     "free": float(h["free"])})
-    return rows
-
-
-def log_growth_plot(memory: Any, tracker: Any, task: Any) -> None:
-    """MLflow artifact: hidden units of the generator after each task against the linear worst case."""
-    rows = growth_table(memory)
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = [r["task"] + 1 for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(t, [r["width_sum"] for r in rows], "o-", label="generator (hidden units)")
-    ax.plot(t, [r["linear_width_sum"] for r in rows], "--", label="a new generator per task")
-    ax.set_xlabel("tasks learned")
-    ax.set_ylabel("hidden units")
-    ax.legend()
-    ax.set_title("DGM dynamic expansion")
-    fig.tight_layout()
-    tracker.log_figure(fig, f"growth/after_task_{task.id:02d}.png")
-    plt.close(fig)

@@ -160,6 +160,63 @@ def log_replay_grid(memory: GenerativeMemory, tracker: Any, task: Any) -> None:
     tracker.log_image(img if img.shape[2] == 3 else img[..., 0], "replay", task.id)
 
 
+def growth_table(memory: Any) -> list[dict[str, float]]:
+    """Generator size per finished task against the linear worst case (a fresh net per task)."""
+    hist = getattr(memory.protection, "history", [])
+    tw = memory.body.task_widths
+    first = tw.get(0, memory.body.widths)
+    rows = []
+    for i, h in enumerate(hist):
+        widths = tw.get(int(h["task"]) + 1, memory.body.widths)  # what the next task starts with
+        rows.append({"task": float(h["task"]), "width_sum": float(sum(widths)),
+                     "linear_width_sum": float(sum(first) * (i + 2)), "reserved": float(h["reserved"]),
+                     "free": float(h["free"])})
+    return rows
+
+
+def log_growth_plot(memory: Any, tracker: Any, task: Any) -> None:
+    """MLflow artifact: hidden units of the generator after each task against the linear worst case."""
+    rows = growth_table(memory)
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["task"] + 1 for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(t, [r["width_sum"] for r in rows], "o-", label="generator (hidden units)")
+    ax.plot(t, [r["linear_width_sum"] for r in rows], "--", label="a new generator per task")
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("hidden units")
+    ax.legend()
+    ax.set_title("DGM dynamic expansion")
+    fig.tight_layout()
+    tracker.log_figure(fig, f"growth/after_task_{task.id:02d}.png")
+    plt.close(fig)
+
+
+def log_memory(memory: GenerativeMemory, tracker: Any, task: Any, *, grid: bool = True,
+               extra: Mapping[str, float] | None = None) -> None:
+    """What a memory shows after a task, whichever method owns it: the replay grid (``grid``); the statistics
+    of a protection that keeps them per task (DGMw / DGMa: reserved / reused / free capacity, sparsity), when
+    it ended this task, with the growth plot; and with those or ``extra`` metrics, the generator's widths and
+    size (step = task). A memory not trained on a task (a replay method's last) logs no statistics for it."""
+    hist = getattr(memory.protection, "history", [])
+    ended = bool(hist) and int(hist[-1]["task"]) == task.id
+    row = {**(memory.protection.stats() if ended else {}), **(extra or {})}
+    if row:
+        row.update({f"generator/width_{i}": float(w) for i, w in enumerate(memory.body.widths)})
+        row["generator/params"] = memory.param_counts()["generator_target"]
+        tracker.log_metrics(row, step=task.id)
+        log.info("memory after task %d: %s", task.id + 1, {k: round(v, 4) for k, v in row.items()})
+    if grid:
+        log_replay_grid(memory, tracker, task)
+    if ended:
+        log_growth_plot(memory, tracker, task)
+
+
 class ReplayClassifier(ClassifierMethod):
     """Base of ``hnet_r`` / ``dgr`` / ``replay_ub``: subclasses say where replayed inputs come from."""
 
@@ -331,8 +388,8 @@ class ReplayClassifier(ClassifierMethod):
         return out
 
     def log_artifacts(self, tracker, task) -> None:
-        if self.uses_memory and self.space.name == "pixels":  # feature vectors make no image
-            log_replay_grid(self.memory, tracker, task)
+        if self.uses_memory:
+            log_memory(self.memory, tracker, task, grid=self.space.name == "pixels")  # feature vectors make no image
 
     def checkpoint_state(self) -> dict[str, Any]:
         state = {"module": self.net.state_dict(), "n_seen": self.n_seen, **self.optimizer_state()}

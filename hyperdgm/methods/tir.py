@@ -17,7 +17,7 @@ from torch import Tensor
 from ..nets import TargetNet
 from .base import make_optimizer
 from .hnet import HNet
-from .replay import PixelSpace, build_memory, log_replay_grid, replay_from_memory, train_memory_step
+from .replay import PixelSpace, build_memory, log_memory, replay_from_memory, train_memory_step
 
 
 class HNetTIR(HNet):
@@ -108,7 +108,7 @@ class HNetTIR(HNet):
         return out
 
     def log_artifacts(self, tracker, task) -> None:
-        log_replay_grid(self.memory, tracker, task)
+        log_memory(self.memory, tracker, task)
 
     def checkpoint_state(self) -> dict[str, Any]:
         module = {k: v for k, v in self.state_dict().items() if not k.startswith("memory.")}
