@@ -253,6 +253,23 @@ def test_wrong_order_refused():
                          task_classes=[[0], [1]])
 
 
+@pytest.mark.parametrize("protection,block", [("replay", {}), ("alignment", {"alignment": {"replay": True}}),
+                                              ("si", {"si": {"replay": True}})])
+def test_self_replay_of_an_acgan_without_auxiliary_losses_refused(protection, block):
+    """DGM's critic does not see the class: under self-replay only the auxiliary losses hold a sample to its class."""
+    from hyperdgm.memory import memory_config
+
+    cfg = {**TINY_DGM, "protection": protection, **block}
+    with pytest.raises(ValueError, match="aux_g_weight") as err:
+        memory_config(cfg)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="aux_g_weight"):  # one of the two is not enough
+        memory_config({**cfg, "acgan": {"aux_weight": 1.0}})
+    memory_config({**cfg, "acgan": {"aux_weight": 1.0, "aux_g_weight": 1.0}})  # MeRGAN-JTR's
+    memory_config({**cfg, "protection": "dgm_w"})  # masks: one condition trains at a time
+    memory_config({**cfg, "protection": "alignment", "alignment": {"replay": False}})  # alignment alone
+
+
 # -- runs ---------------------------------------------------------------------------------------------
 RUN = ["benchmark=cil_mnist", "scenario=cil", "method=dgm", "benchmark.pad=32", "tracking=none",
        "trainer.batch_size=32", "method.memory.ngf=4", "method.memory.acgan.ndf=8"]
@@ -275,8 +292,9 @@ def test_resume_after_expansion_equals_uninterrupted(data_root, tmp_path):
 
 @pytest.mark.parametrize("protection", ["hnet", "replay", "none"])
 def test_acgan_under_every_protection_runs(data_root, tmp_path, protection):
+    aux = ["method.memory.acgan.aux_weight=1", "method.memory.acgan.aux_g_weight=1"] if protection == "replay" else []
     over = ["benchmark.n_tasks=2", "benchmark.train_limit=64", "benchmark.test_limit=40", "trainer.iters_per_task=4",
-            f"method.memory.protection={protection}", "method.memory.hnet.chunk_size=4000"]
+            f"method.memory.protection={protection}", "method.memory.hnet.chunk_size=4000", *aux]
     r = run_experiment(_cfg(data_root, tmp_path, *over), tmp_path / protection)
     assert np.isfinite(r.R[1, :2]).all() and r.param_counts["memory_generator_target"] > 0
 

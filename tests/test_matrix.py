@@ -83,6 +83,8 @@ def _refusal(method: str, protection: str | None) -> str | None:
         return "memory.model=vae"  # EWC's Fisher needs a per-sample likelihood; an AC-GAN has none
     if method == "mergan" and protection == "dgm_a":
         return "dgm_a"  # MeRGAN's conv generator with class-conditional batch norm has no units to mask
+    if method == "dgm" and protection == "replay":
+        return "aux_g_weight"  # DGM's critic does not see the class: self-replay needs the auxiliary losses
     return None
 
 
