@@ -257,17 +257,18 @@ def test_wrong_order_refused():
                                               ("si", {"si": {"replay": True}})])
 def test_self_replay_of_an_acgan_without_auxiliary_losses_refused(protection, block):
     """DGM's critic does not see the class: under self-replay only the auxiliary losses hold a sample to its class."""
-    from hyperdgm.memory import memory_config
+    def build(cfg):
+        return GenerativeMemory(cfg, (1, 32, 32), 2, task_classes=[[0], [1]])
 
     cfg = {**TINY_DGM, "protection": protection, **block}
     with pytest.raises(ValueError, match="aux_g_weight") as err:
-        memory_config(cfg)
+        build(cfg)
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="aux_g_weight"):  # one of the two is not enough
-        memory_config({**cfg, "acgan": {"aux_weight": 1.0}})
-    memory_config({**cfg, "acgan": {"aux_weight": 1.0, "aux_g_weight": 1.0}})  # MeRGAN-JTR's
-    memory_config({**cfg, "protection": "dgm_w"})  # masks: one condition trains at a time
-    memory_config({**cfg, "protection": "alignment", "alignment": {"replay": False}})  # alignment alone
+        build({**cfg, "acgan": {"ndf": 8, "aux_weight": 1.0}})
+    assert build({**cfg, "acgan": {"ndf": 8, "aux_weight": 1.0, "aux_g_weight": 1.0}}).protection.self_replay  # MeRGAN-JTR's
+    build({**cfg, "protection": "dgm_w"})  # masks: one condition trains at a time
+    assert not build({**cfg, "protection": "alignment", "alignment": {"replay": False}}).protection.self_replay
 
 
 # -- runs ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .protection import Blocks, ReplayData, ReplayProtection, register_protection
+from .protection import Blocks, ReplayProtection, register_protection
 
 __all__ = ["AlignmentProtection", "ALIGNMENT_DEFAULTS", "alignment_distance"]
 
@@ -60,9 +60,6 @@ class AlignmentProtection(ReplayProtection):
         if not isinstance(b["replay"], bool):
             raise ValueError(f"memory.alignment.replay must be true or false, got {b['replay']!r}")
         self.lam, self.n_noise, self.self_replay = float(lam), int(n), b["replay"]
-
-    def replay(self, task_id: int, n: int) -> ReplayData | None:
-        return super().replay(task_id, n) if self.self_replay else None
 
     def has_penalty(self) -> bool:
         return self.lam > 0 and self.n_past > 0 and self.view.snapshot is not None

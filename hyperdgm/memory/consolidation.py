@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..regularizers import EWC_DEFAULTS, SI_DEFAULTS, block_config, build_regularizers, empirical_fisher
 from .memory import DEFAULT_CFG
-from .protection import ParamMeta, ReplayData, ReplayProtection, register_protection
+from .protection import ParamMeta, ReplayProtection, register_protection
 
 __all__ = ["EWCProtection", "SIProtection"]
 
@@ -52,9 +52,6 @@ class _Consolidation(ReplayProtection):
     def begin_task(self, task_id: int) -> None:
         super().begin_task(task_id)
         self.reg.begin_task()
-
-    def replay(self, task_id: int, n: int) -> ReplayData | None:
-        return super().replay(task_id, n) if self.self_replay else None
 
     def has_penalty(self) -> bool:
         return self.reg.has_penalty()

@@ -111,21 +111,7 @@ def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if not out["cond_input"] and out["body_norm"] != "cbn":
         raise ValueError("memory.cond_input=false leaves the generator unconditioned: it needs memory.body_norm=cbn "
                          "(class-conditional batch norm tells it the condition)")
-    a = out["acgan"]
-    if out["model"] == "acgan" and _self_replays(out) and not (float(a["aux_weight"]) > 0 and float(a["aux_g_weight"]) > 0):
-        # measured: DGM's AC-GAN (critic without class, no auxiliary losses) under protection=replay generated a
-        # blend of digits for every class after a few tasks, and the classifier learned on it forgot as finetune did
-        raise ValueError(f"memory.protection={out['protection']} with self-replay trains the AC-GAN's generator on "
-                         "several conditions at once, and its critic does not see the condition: set "
-                         "memory.acgan.aux_weight and memory.acgan.aux_g_weight > 0 (MeRGAN-JTR: 1 and 1) so that "
-                         "each sample is held to its class")
     return out
-
-
-def _self_replays(cfg: Mapping[str, Any]) -> bool:
-    """Whether the protection also trains the generator on its own samples of earlier conditions."""
-    p = cfg["protection"]
-    return p == "replay" or (p in ("alignment", "ewc", "si") and bool((cfg.get(p) or {}).get("replay", False)))
 
 
 class GenerativeMemory(nn.Module):
@@ -162,6 +148,15 @@ class GenerativeMemory(nn.Module):
         self.model: ReplayModel = build_replay_model(c, self.input_shape, self.cond_dim, c["arch"] if c["arch"] != "dcgan" else "conv",
                                                      self.n_classes)
         self.protection: Protection = build_protection(c["protection"], c)
+        a = c["acgan"]
+        if self.model_type == "acgan" and self.protection.self_replay and not (
+                float(a["aux_weight"]) > 0 and float(a["aux_g_weight"]) > 0):
+            # measured: DGM's AC-GAN (critic without class, no auxiliary losses) under protection=replay generated a
+            # blend of digits for every class after a few tasks, and the classifier learned on it forgot as finetune did
+            raise ValueError(f"memory.protection={c['protection']} with self-replay trains the AC-GAN's generator on "
+                             "several conditions at once, and its critic does not see the condition: set "
+                             "memory.acgan.aux_weight and memory.acgan.aux_g_weight > 0 (MeRGAN-JTR: 1 and 1) so "
+                             "that each sample is held to its class")
         self.protection.setup(self.body, self)
         self.growth: list[list[int]] = [list(self.body.widths)]  # widths after each growth (architecture history)
         self.n_begun = 0

@@ -102,11 +102,13 @@ class Protection(nn.Module, WeightHook):
     :meth:`lookahead_parameters` to :meth:`penalty`.
     ``needs_schedule``: the protection follows the task's progress (DGM's annealing), so the memory's
     ``begin_task`` must be told the task's schedule.
+    ``self_replay``: :meth:`replay` trains the generator on its own samples of earlier conditions too.
     """
 
     name: ClassVar[str] = "base"
     shared_weights: ClassVar[bool] = True
     needs_schedule: ClassVar[bool] = False
+    self_replay: bool = False
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         nn.Module.__init__(self)
@@ -213,6 +215,7 @@ class ReplayProtection(OwnWeights):
     """
 
     name = "replay"
+    self_replay = True  # subclasses that replay only on request set it per instance
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
@@ -226,7 +229,7 @@ class ReplayProtection(OwnWeights):
     @torch.no_grad()
     def replay(self, task_id: int, n: int) -> ReplayData | None:
         t, snap = self.n_past, self.view.snapshot
-        if t == 0 or snap is None:
+        if not self.self_replay or t == 0 or snap is None:
             return None
         base, rem = divmod(int(n), t)
         extra = {(self._rot + i) % t for i in range(rem)}
