@@ -42,7 +42,8 @@ def _roundtrip(mem: GenerativeMemory, cfg_over: dict, n_tasks: int = 3) -> Gener
     return fresh
 
 
-def test_layer_norm_critic_scores_each_sample_on_its_own():
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_layer_norm_critic_scores_each_sample_on_its_own(arch):
     """The short presets' critic (``d_norm=layer``) normalises per sample, so the gradient penalty, taken per sample,
     constrains what the critic does; batch norm (DGM's) scores a sample by the rest of its batch."""
     from hyperdgm.memory.models import ACDiscriminator
@@ -50,7 +51,7 @@ def test_layer_norm_critic_scores_each_sample_on_its_own():
     torch.manual_seed(0)
     x = torch.rand(6, 1, 32, 32)
     for norm, alone_equals_batch in (("layer", True), ("batch", False)):
-        d = ACDiscriminator((1, 32, 32), 3, ndf=4, norm=norm).train()
+        d = ACDiscriminator((1, 32, 32), 3, ndf=4, norm=norm, arch=arch).train()
         (critic, aux), (critic_1, aux_1) = d(x), d(x[:2])
         assert torch.allclose(critic[:2], critic_1, atol=1e-5) == alone_equals_batch, norm
         assert torch.allclose(aux[:2], aux_1, atol=1e-5) == alone_equals_batch, norm
@@ -116,9 +117,12 @@ def test_sparsity_term_ignores_reserved_capacity():
 
 
 # -- reserved weights and old samples ------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 @pytest.mark.parametrize("protection", ["dgm_w", "dgm_a"])
-def test_reserved_weights_bit_identical_after_further_tasks(protection):
-    mem = _memory(protection)
+def test_reserved_weights_bit_identical_after_further_tasks(protection, arch):
+    """Also for the residual generator, whose block outputs are written by two tensors (second conv and shortcut)
+    and whose shortcuts read the units of the layer before the block, not of the layer before them."""
+    mem = _memory(protection, arch=arch)
     _train(mem, 0)
     w0 = [w.clone() for w in mem.protection.weights([0])[0]]
     z = torch.randn(10, mem.latent_dim, generator=torch.Generator().manual_seed(5))
@@ -160,6 +164,73 @@ def test_dgm_a_freezes_where_both_units_are_reserved():
 
 
 # -- expansion --------------------------------------------------------------------------------------
+def test_resnet_generator_declares_its_residual_layers():
+    from hyperdgm.memory.bodies import Body, ParamMeta, ResNetBody
+
+    body = ResNetBody(10, (3, 32, 32), ngf=4)
+    meta = {m.name: m for m in body.param_meta}
+    assert body.widths == [4] * 7 and body.can_grow
+    sc = meta["block1.shortcut.weight"]  # block 1 writes layer 4 (c2) and reads layer 2 (c1)
+    assert (sc.layer, sc.source) == (4, 2) and meta["block1.conv2.weight"].layer == 4
+    assert meta["block1.conv1.weight"].source == 2 and meta["block1.conv2.weight"].source == 3
+    body.grow([5, 6, 7, 8, 9, 10, 11])
+    shapes = {m.name: m.shape for m in body.param_meta}
+    assert shapes["block1.shortcut.weight"] == (9, 7, 1, 1) and shapes["block1.conv1.weight"] == (8, 7, 3, 3)
+    body.begin_task(0, [0])
+    out = body(torch.randn(2, 10), [torch.randn(s) * 0.1 for s in body.param_shapes], 0)
+    assert out.shape == (2, 3, 32, 32)
+    # a declaration whose tensors disagree on a layer's units is refused when the body is built
+    bad = [ParamMeta("a", 0, "weight", (4, 3), 0, 1, True), ParamMeta("b", 1, "weight", (5, 4), 0, 1, True),
+           ParamMeta("c", 1, "weight", (6, 3), 0, 1, True, in_layer=-1)]
+    with pytest.raises(ValueError, match="layer 1 has 5"):
+        Body._check(bad)
+    with pytest.raises(ValueError, match="input units"):
+        Body._check([*bad[:2], ParamMeta("c", 1, "weight", (5, 4), 0, 1, True, in_layer=-1)] + [
+            ParamMeta("d", 2, "weight", (2, 5), 0, 1, True, in_layer=0)])
+
+
+def test_dgm_on_the_resnet_generator_grows_each_layer_by_what_it_reserved():
+    """DGMw: a residual block's output layer counts the weights of its second conv and its shortcut together, and
+    grows by at most one output unit's weights more than that; DGMa freezes a shortcut weight where its output unit
+    and the block's input unit (not the inner conv's) are both reserved."""
+    mem = _memory("dgm_w", arch="resnet", ngf=6)
+    p, body = mem.protection, mem.body
+    mem.begin_task(0, schedule=(1, 1))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for e in p.emb:
+            e.copy_(torch.where(torch.rand(e.shape, generator=g) < 0.4, 1.0, -1.0))
+    old = {m.name: m for m in body.param_meta}
+    mem.end_task(0)
+    new = {m.name: m for m in body.param_meta}
+    cum = dict(zip([m.name for m in body.param_meta], p.cum))
+    per_layer: dict[int, list[str]] = {}
+    for m in body.param_meta:
+        per_layer.setdefault(m.layer, []).append(m.name)
+    assert len(per_layer[2]) == 2 and len(p.history[-1]["new_per_layer"]) == 7
+    for layer, names in per_layer.items():
+        reserved = sum(int(cum[n].sum()) for n in names)
+        assert p.history[-1]["new_per_layer"][layer] == reserved
+    for layer, names in per_layer.items():  # free capacity of the whole net never shrinks, layer by layer
+        added = sum(new[n].numel - old[n].numel for n in names)
+        reserved = sum(int(cum[n].sum()) for n in names)
+        assert added >= reserved, (layer, added, reserved)
+        if new[names[0]].shape[new[names[0]].out_dim] > old[names[0]].shape[old[names[0]].out_dim]:
+            one_unit = sum(new[n].numel // new[n].shape[new[n].out_dim] for n in names)  # ... by less than the ceiling
+            assert added - reserved < one_unit, (layer, added, reserved, one_unit)
+    ma = _memory("dgm_a", arch="resnet", ngf=6)
+    _train(ma, 0)
+    pa = ma.protection
+    gm = dict(zip([m.name for m in ma.body.param_meta], pa._grad_masks(pa.cum)))
+    c_in, c_out = pa.cum[2], pa.cum[4]  # block 1 reads layer 2 (c1) and writes layer 4 (c2)
+    expect = 1 - torch.minimum(c_out.view(-1, 1, 1, 1), c_in.view(1, -1, 1, 1))
+    assert torch.equal(gm["block1.shortcut.weight"], expect.expand_as(gm["block1.shortcut.weight"]))
+    fresh = _roundtrip(ma, {"arch": "resnet", "ngf": 6})  # a grown residual generator rebuilt from its checkpoint
+    z = torch.randn(4, ma.latent_dim)
+    c0 = torch.zeros(4, dtype=torch.long)
+    assert torch.equal(fresh.sample(0, 4, z=z, cond=c0), ma.sample(0, 4, z=z, cond=c0))
+
+
 def test_dgm_w_expansion_keeps_free_capacity_on_a_constructed_mask():
     mem = _memory("dgm_w")
     p, body = mem.protection, mem.body
@@ -342,7 +413,8 @@ def test_short_class_incremental_mnist_far_above_finetune(data_root, tmp_path, p
 
 @pytest.mark.parametrize("preset", ["cil_svhn_dgmw", "cil_svhn_dgma", "cil_cifar10_dgmw", "cil_cifar10_dgmw_short"])
 def test_rgb_presets_run(preset, tiny_svhn, cifar10_root, tmp_path):
-    """The SVHN presets on small .mat files in the original format, CIFAR-10 on the real files."""
+    """The SVHN presets on small .mat files in the original format, CIFAR-10 on the real files (its presets: the
+    residual generator and critic)."""
     root = tiny_svhn.root if "svhn" in preset else cifar10_root
     cfg = quick_cfg(root, tmp_path, f"experiment={preset}", "tracking=none", "benchmark.n_tasks=2",
                     "benchmark.train_limit=5", "benchmark.val_size=1", "benchmark.test_limit=3",

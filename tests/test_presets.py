@@ -233,11 +233,16 @@ PRESET_VALUES.update({
     "cil_svhn_dgma": {**_DGM, "benchmark.name": "cil_svhn", "trainer.epochs": 151, "method.memory.protection": "dgm_a",
                       "method.memory.ngf": 20, "method.memory.acgan.lr_d": 0.0005, "method.memory.acgan.lr_g": 0.0005,
                       "method.memory.dgm.smax": 100000.0, "method.memory.dgm.lamb": 0.001},
+    # CIFAR-10: WGAN-GP's CIFAR-10 ResNet as generator and critic (the paper's "CIFAR-10 ResNet architecture")
     "cil_cifar10_dgmw": {**_DGM, "benchmark.name": "cil_cifar10", "trainer.epochs": 101,
-                         "method.memory.protection": "dgm_w", "method.memory.ngf": 16, "method.memory.acgan.ndf": 64,
+                         "method.memory.protection": "dgm_w", "method.memory.arch": "resnet", "method.memory.ngf": 64,
+                         "method.memory.acgan.ndf": 128, "method.memory.acgan.d_arch": "resnet",
+                         "method.memory.acgan.d_norm": "layer",
                          "method.memory.acgan.lr_d": 0.0005, "method.memory.acgan.lr_g": 0.0005,
                          "method.memory.dgm.smax": 10000.0, "method.memory.dgm.lamb": 0.001},
 })
+for _dcgan in ("cil_mnist_dgmw", "cil_mnist_dgma", "cil_svhn_dgmw", "cil_svhn_dgma"):
+    PRESET_VALUES[_dcgan].update({"method.memory.arch": "dcgan", "method.memory.acgan.d_arch": "dcgan"})
 for _full in ("cil_mnist_dgmw", "cil_mnist_dgma", "cil_svhn_dgmw", "cil_svhn_dgma", "cil_cifar10_dgmw"):
     PRESET_VALUES[_full]["method.classifier_steps"] = "per_class"  # the official t+1 classifier steps
 # the short presets' choices, each measured (benchmarks/RESULTS.md): DGMa's generators broke in bf16
@@ -245,6 +250,7 @@ for _full in ("cil_mnist_dgmw", "cil_mnist_dgma", "cil_svhn_dgmw", "cil_svhn_dgm
 for _full, _epochs, _precision in (("cil_mnist_dgmw", 20, "auto"), ("cil_mnist_dgma", 20, "fp32"), ("cil_cifar10_dgmw", 10, "auto")):
     PRESET_VALUES[f"{_full}_short"] = {**PRESET_VALUES[_full], "trainer.epochs": _epochs, "trainer.precision": _precision,
                                        "method.classifier_steps": "balanced", "method.memory.acgan.d_norm": "layer"}
+PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.ngf": 32, "method.memory.acgan.ndf": 32})  # CPU sizes
 
 # MeRGAN (Wu et al., NeurIPS 2018): the official code (WuChenshen/MeRGAN mergan.py, gan32_model.py, train.sh): 4001 /
 # 8001 iterations of batch 64, 5 critic steps, GP 10, Adam 1e-4 (0, 0.9), DIM 32, 5x5 kernels, cBN, lambda_RA 1e-3 /

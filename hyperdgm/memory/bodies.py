@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..nets import activation
 
-__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "build_body", "BODIES", "image_32"]
+__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "ResNetBody", "build_body", "BODIES", "image_32"]
 
 Shape = list[int]
 
@@ -47,10 +47,13 @@ def image_32(shape: Sequence[int], what: str) -> tuple[int, int, int]:
 class ParamMeta:
     """One weight tensor of a body.
 
-    ``layer``: index of its layer; ``kind``: ``weight`` | ``bias``; ``out_dim`` / ``in_dim``: axes
-    holding the layer's output / input units (``None``: no such axis); ``growable``: whether the
-    layer's output units may be widened; ``maskable``: whether masking protections (DGM) mask it;
-    ``init``: a fixed initial value where the default (Xavier for matrices, zeros for vectors) is wrong.
+    ``layer``: index of its layer, i.e. of the group of output units it writes (tensors that add into
+    the same units, as a residual block's last conv and its shortcut, share a layer); ``kind``:
+    ``weight`` | ``bias``; ``out_dim`` / ``in_dim``: axes holding the layer's output / input units
+    (``None``: no such axis); ``growable``: whether the layer's output units may be widened;
+    ``maskable``: whether masking protections (DGM) mask it; ``init``: a fixed initial value where the
+    default (Xavier for matrices, zeros for vectors) is wrong; ``in_layer``: the layer whose output
+    units the ``in_dim`` axis reads (``None``: ``layer - 1``, a chain; ``-1``: the body's input).
     """
 
     name: str
@@ -62,6 +65,12 @@ class ParamMeta:
     growable: bool = False
     maskable: bool = True
     init: str | None = None  # None: the protection's default; "ones" / "zeros" (normalisation scales / offsets)
+    in_layer: int | None = None
+
+    @property
+    def source(self) -> int:
+        """The layer whose output units feed the ``in_dim`` axis (``-1``: the body's input)."""
+        return self.layer - 1 if self.in_layer is None else self.in_layer
 
     @property
     def numel(self) -> int:
@@ -112,6 +121,21 @@ class Body(nn.Module):
             for d in (m.out_dim, m.in_dim):
                 if d is not None and not 0 <= d < len(m.shape):
                     raise ValueError(f"{m.name}: unit axis {d} outside shape {m.shape}")
+            if m.in_layer is not None and not -1 <= m.in_layer < m.layer:
+                raise ValueError(f"{m.name}: in_layer {m.in_layer} must be an earlier layer (or -1, the input)")
+        # units of a growable layer: every tensor writing them agrees on their number, and so does every
+        # tensor reading them (what masks and growth rely on)
+        units: dict[int, int] = {}
+        for m in meta:
+            if m.growable and m.kind == "weight" and m.out_dim is not None:
+                if units.setdefault(m.layer, m.shape[m.out_dim]) != m.shape[m.out_dim]:
+                    raise ValueError(f"{m.name}: {m.shape[m.out_dim]} output units, but layer {m.layer} has "
+                                     f"{units[m.layer]}")
+        for m in meta:
+            if m.kind == "weight" and m.in_dim is not None and m.source in units \
+                    and m.shape[m.in_dim] != units[m.source]:
+                raise ValueError(f"{m.name}: {m.shape[m.in_dim]} input units, but layer {m.source} has "
+                                 f"{units[m.source]}")
 
     # -- lifecycle --------------------------------------------------------------------------
     def begin_task(self, task_id: int, conds: Sequence[int]) -> None:
@@ -297,30 +321,20 @@ class ConvBody(Body):
         return x
 
 
-class DCGANBody(Body):
-    """DGM's generator (Ostapenko et al. 2019, official ``net_DGMw.py``): 32x32 images.
+class _PerTaskGenerator(Body):
+    """A GAN generator with DGM's per-task modules: batch norm **per task** (one per growable layer, at
+    the task's widths) and a **per-class** output head on the last layer's units (the body's own,
+    unmasked). Subclasses give :meth:`_new_head`."""
 
-    ``z ++ onehot(cond)`` ``[B, in_dim, 1, 1]`` -> ConvTranspose(4, s1, p0) to ``4ngf x 4 x 4``
-    ("the projection by a convolution") -> ConvTranspose(4, s2, p1) to ``2ngf x 8 x 8`` -> to
-    ``ngf x 16 x 16``; no biases; batch norm **per task** and ReLU after each; a **per-class**
-    output head ConvTranspose(4, s2, p1) to ``C x 32 x 32`` (the body's own, unmasked). The three
-    hidden layers grow.
-    """
-
-    kind = "dcgan"
     per_task_modules = True
 
-    def __init__(self, in_dim: int, out_shape: Sequence[int], ngf: int = 6) -> None:
-        self.in_dim = int(in_dim)
-        self.out_shape = image_32(out_shape, "the dcgan generator")
-        super().__init__([4 * int(ngf), 2 * int(ngf), int(ngf)])
-        self.norms = nn.ModuleDict()   # task id -> ModuleList of 3 BatchNorm2d at that task's widths
-        self.heads = nn.ModuleDict()   # class id -> ConvTranspose2d(ngf_task, C)
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__(widths)
+        self.norms = nn.ModuleDict()   # task id -> ModuleList of BatchNorm2d, one per growable layer
+        self.heads = nn.ModuleDict()   # class id -> output head
 
-    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
-        dims = [self.in_dim, *widths]
-        return [ParamMeta(f"conv{i + 1}.weight", i, "weight", (a, b, 4, 4), 1, 0, True)
-                for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+    def _new_head(self, units: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def begin_task(self, task_id: int, conds: Sequence[int]) -> None:
         super().begin_task(task_id, conds)
@@ -334,7 +348,7 @@ class DCGANBody(Body):
             self.norms[key] = bns.to(dev) if dev is not None else bns
         for c in conds:
             if str(int(c)) not in self.heads:
-                head = nn.ConvTranspose2d(self.widths[-1], self.out_shape[0], 4, 2, 1, bias=False)
+                head = self._new_head(self.widths[-1])
                 self.heads[str(int(c))] = head.to(dev) if dev is not None else head
 
     def own_parameters(self, task_id: int) -> list[nn.Parameter]:
@@ -343,33 +357,117 @@ class DCGANBody(Body):
             ps += list(self.heads[str(c)].parameters())
         return ps
 
-    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
-                 batch_stats: bool) -> Tensor:
+    def _task_norms(self, task_id: int | None) -> nn.ModuleList:
         if task_id is None or str(int(task_id)) not in self.norms:
-            raise RuntimeError("the dcgan body needs a begun task (per-task batch norm)")
-        x = h.view(h.shape[0], -1, 1, 1)
-        bns = self.norms[str(int(task_id))]
-        for i, (wi, bn) in enumerate(zip(w, bns)):
-            x = F.conv_transpose2d(x, wi, stride=1 if i == 0 else 2, padding=0 if i == 0 else 1)
-            x = F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, batch_stats,
-                                    bn.momentum, bn.eps))
+            raise RuntimeError(f"the {self.kind} body needs a begun task (per-task batch norm)")
+        return self.norms[str(int(task_id))]
+
+    @staticmethod
+    def _bn_relu(x: Tensor, bn: nn.BatchNorm2d, batch_stats: bool) -> Tensor:
+        return F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, batch_stats,
+                                   bn.momentum, bn.eps))
+
+    def _heads(self, x: Tensor, task_id: int, cond: Tensor | None) -> Tensor:
+        """Each row through the head of its class (the task's only class, or ``cond``)."""
         classes = self.task_conds.get(int(task_id), [])
         if len(classes) == 1:
             return self.heads[str(classes[0])](x)
         if cond is None:
-            raise ValueError("the dcgan body needs the class of every row when a task has several classes")
+            raise ValueError(f"the {self.kind} body needs the class of every row when a task has several classes")
         outs = torch.stack([self.heads[str(c)](x) for c in classes])  # [K, B, C, H, W]
         pos = torch.zeros(int(max(classes)) + 1, dtype=torch.long, device=x.device)
         pos[torch.tensor(classes, device=x.device)] = torch.arange(len(classes), device=x.device)
         return outs[pos[cond], torch.arange(x.shape[0], device=x.device)]
 
 
-BODIES = ("mlp", "conv", "dcgan")
+class DCGANBody(_PerTaskGenerator):
+    """DGM's generator (Ostapenko et al. 2019, official ``net_DGMw.py``): 32x32 images.
+
+    ``z ++ onehot(cond)`` ``[B, in_dim, 1, 1]`` -> ConvTranspose(4, s1, p0) to ``4ngf x 4 x 4``
+    ("the projection by a convolution") -> ConvTranspose(4, s2, p1) to ``2ngf x 8 x 8`` -> to
+    ``ngf x 16 x 16``; no biases; batch norm **per task** and ReLU after each; a **per-class**
+    output head ConvTranspose(4, s2, p1) to ``C x 32 x 32`` (the body's own, unmasked). The three
+    hidden layers grow.
+    """
+
+    kind = "dcgan"
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], ngf: int = 6) -> None:
+        self.in_dim = int(in_dim)
+        self.out_shape = image_32(out_shape, "the dcgan generator")
+        super().__init__([4 * int(ngf), 2 * int(ngf), int(ngf)])
+
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
+        dims = [self.in_dim, *widths]
+        return [ParamMeta(f"conv{i + 1}.weight", i, "weight", (a, b, 4, 4), 1, 0, True)
+                for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+
+    def _new_head(self, units: int) -> nn.Module:
+        return nn.ConvTranspose2d(units, self.out_shape[0], 4, 2, 1, bias=False)
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:
+        bns = self._task_norms(task_id)
+        x = h.view(h.shape[0], -1, 1, 1)
+        for i, (wi, bn) in enumerate(zip(w, bns)):
+            x = F.conv_transpose2d(x, wi, stride=1 if i == 0 else 2, padding=0 if i == 0 else 1)
+            x = self._bn_relu(x, bn, batch_stats)
+        return self._heads(x, task_id, cond)
+
+
+class ResNetBody(_PerTaskGenerator):
+    """A residual generator for 32x32 images (the WGAN-GP CIFAR-10 ResNet, Gulrajani et al. 2017, that
+    DGM uses for CIFAR-10; made growable and maskable as DGM's DCGAN).
+
+    ``z ++ onehot(cond)`` -> ConvTranspose(4, s1, p0) to ``c0 x 4 x 4`` (the projection by a convolution,
+    as DGM's DCGAN) -> three up-blocks to 8, 16, 32 pixels, each ``BN -> ReLU -> upsample(nearest) ->
+    conv3x3 -> BN -> ReLU -> conv3x3``, plus a shortcut ``upsample -> conv1x1`` -> BN -> ReLU -> a
+    **per-class** output head conv3x3 to ``C`` channels (the body's own, unmasked). No biases in the
+    protected layers; batch norm **per task** (the body's own), one before every use of a layer's units.
+
+    Seven growable layers, widths ``[c0, m1, c1, m2, c2, m3, c3]`` (``m_b``: block ``b``'s inner conv,
+    ``c_b``: its output, written by its second conv and its shortcut together); all start at ``ngf``.
+    """
+
+    kind = "resnet"
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], ngf: int = 32) -> None:
+        self.in_dim = int(in_dim)
+        self.out_shape = image_32(out_shape, "the resnet generator")
+        super().__init__([int(ngf)] * 7)
+
+    def _meta(self, widths: Sequence[int]) -> list[ParamMeta]:
+        w = list(widths)
+        meta = [ParamMeta("proj.weight", 0, "weight", (self.in_dim, w[0], 4, 4), 1, 0, True)]
+        for b in range(3):
+            src, mid, out = 2 * b, 2 * b + 1, 2 * b + 2
+            meta += [ParamMeta(f"block{b}.conv1.weight", mid, "weight", (w[mid], w[src], 3, 3), 0, 1, True),
+                     ParamMeta(f"block{b}.conv2.weight", out, "weight", (w[out], w[mid], 3, 3), 0, 1, True),
+                     ParamMeta(f"block{b}.shortcut.weight", out, "weight", (w[out], w[src], 1, 1), 0, 1, True,
+                               in_layer=src)]
+        return meta
+
+    def _new_head(self, units: int) -> nn.Module:
+        return nn.Conv2d(units, self.out_shape[0], 3, 1, 1)
+
+    def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
+                 batch_stats: bool) -> Tensor:
+        bns = self._task_norms(task_id)
+        x = F.conv_transpose2d(h.view(h.shape[0], -1, 1, 1), w[0])  # [B, c0, 4, 4]
+        for b in range(3):
+            conv1, conv2, short = w[1 + 3 * b: 4 + 3 * b]
+            y = F.interpolate(self._bn_relu(x, bns[2 * b], batch_stats), scale_factor=2, mode="nearest")
+            y = F.conv2d(self._bn_relu(F.conv2d(y, conv1, padding=1), bns[2 * b + 1], batch_stats), conv2, padding=1)
+            x = y + F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), short)
+        return self._heads(self._bn_relu(x, bns[6], batch_stats), task_id, cond)
+
+
+BODIES = ("mlp", "conv", "dcgan", "resnet")
 
 
 def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[int], act: str = "relu",
                channels: int = 64, ngf: int = 6, *, kernel: int = 4, norm: str = "none", n_cond: int = 0) -> Body:
-    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan``); ``kernel``,
+    """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan`` | ``resnet``); ``kernel``,
     ``norm`` (``none`` | ``cbn``: class-conditional batch norm over ``n_cond`` conditions): conv only."""
     if arch != "conv" and (norm != "none" or int(kernel) != 4):
         raise ValueError(f"generator kernel / class-conditional batch norm are options of arch=conv, not {arch!r}")
@@ -379,4 +477,6 @@ def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[in
         return ConvBody(in_dim, shape, channels, kernel, norm, n_cond)
     if arch == "dcgan":
         return DCGANBody(in_dim, shape, ngf)
+    if arch == "resnet":
+        return ResNetBody(in_dim, shape, ngf)
     raise ValueError(f"unknown generator arch {arch!r} (choose from {', '.join(BODIES)})")

@@ -119,8 +119,17 @@ class _Masks(Protection):
         self.emb = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in self._mask_shapes(meta)])
 
     @staticmethod
-    def _units(meta: Sequence[ParamMeta]) -> int:
-        return sum(m.shape[m.out_dim] for m in meta if m.growable and m.kind == "weight" and m.out_dim is not None)
+    def _layers(meta: Sequence[ParamMeta]) -> dict[int, list[ParamMeta]]:
+        """Growable layers in order: layer -> the weight tensors writing its output units."""
+        out: dict[int, list[ParamMeta]] = {}
+        for m in meta:
+            if m.growable and m.kind == "weight" and m.out_dim is not None:
+                out.setdefault(m.layer, []).append(m)
+        return out
+
+    @classmethod
+    def _units(cls, meta: Sequence[ParamMeta]) -> int:
+        return sum(ms[0].shape[ms[0].out_dim] for ms in cls._layers(meta).values())
 
     def theta_parameters(self) -> list[nn.Parameter]:
         return list(self.params)
@@ -305,25 +314,29 @@ class DgmW(_Masks):
         return [None if j is None else 1 - cum[j] for j in self._index()]
 
     def _new_capacity(self, new: Sequence[Tensor], old: Sequence[Tensor]) -> list[int]:
-        """Newly reserved weights per growable layer (its weight tensor)."""
-        out = []
-        for m, j in zip(self.meta, self._index()):
-            if m.kind == "weight" and m.growable:
-                out.append(0 if j is None else int(new[j].sum().item() - old[j].sum().item()))
-        return out
+        """Newly reserved weights per growable layer (over the weight tensors writing its units)."""
+        idx = {m.name: j for m, j in zip(self.meta, self._index())}
+        return [sum(0 if idx[m.name] is None else int(new[idx[m.name]].sum().item() - old[idx[m.name]].sum().item())
+                    for m in ms)
+                for ms in self._layers(self.meta).values()]
 
     def _widths_after(self, body: Body, n_new: Sequence[int]) -> list[int]:
-        """Official ``extand``: layer ``l`` gains ``ceil((n_l - d_{l-1} out_l k) / (in_l' k))`` outputs,
-        where the ``d_{l-1}`` inputs it gained already added ``d_{l-1} out_l k`` weights."""
-        layers = [m for m in self.meta if m.kind == "weight" and m.growable]
-        widths, prev = [], 0
-        for m, n in zip(layers, n_new):
-            out_u, in_u = m.shape[m.out_dim], m.shape[m.in_dim]
-            k = m.numel // (out_u * in_u)
-            in_new = in_u + prev
-            d = max(math.ceil((n - prev * out_u * k) / (in_new * k)), 0)
-            widths.append(out_u + d)
-            prev = d
+        """Official ``extand``: layer ``l`` gains ``d_l = ceil((n_l - a_l) / f_l)`` output units, where
+        ``a_l = sum_t d_src(t) out_l k_t`` weights came already with the inputs its tensors ``t`` gained
+        and ``f_l = sum_t (in_t + d_src(t)) k_t`` is one new output unit's weights (a chain: one tensor,
+        ``src = l - 1``)."""
+        widths, d = [], {}
+        for (layer, ms), n in zip(self._layers(self.meta).items(), n_new):
+            out_u = ms[0].shape[ms[0].out_dim]
+            came, per_unit = 0, 0
+            for m in ms:
+                in_u = m.shape[m.in_dim] if m.in_dim is not None else 1
+                k = m.numel // (out_u * in_u)
+                g = d.get(m.source, 0)
+                came += g * out_u * k
+                per_unit += (in_u + g) * k
+            d[layer] = max(math.ceil((n - came) / per_unit), 0)
+            widths.append(out_u + d[layer])
         return widths
 
 
@@ -335,7 +348,8 @@ class DgmA(_Masks):
     per_batch = False  # s is held within an epoch
 
     def _unit_layers(self, meta: Sequence[ParamMeta]) -> list[ParamMeta]:
-        return [m for m in meta if m.kind == "weight" and m.growable]
+        """One weight tensor per growable layer (the first writing its units)."""
+        return [ms[0] for ms in self._layers(meta).values()]
 
     def _mask_shapes(self, meta: Sequence[ParamMeta]) -> list[tuple[int, ...]]:
         return [(m.shape[m.out_dim],) for m in self._unit_layers(meta)]
@@ -356,8 +370,8 @@ class DgmA(_Masks):
         pos, out = self._layer_pos(), []
         for m in self.meta:
             f = self._along(masks[pos[m.layer]], m, m.out_dim) if m.layer in pos else None
-            if m.kind == "weight" and m.in_dim is not None and m.layer - 1 in pos:
-                g = self._along(masks[pos[m.layer - 1]], m, m.in_dim)
+            if m.kind == "weight" and m.in_dim is not None and m.source in pos:
+                g = self._along(masks[pos[m.source]], m, m.in_dim)
                 f = g if f is None else f * g
             out.append(f)
         return out
@@ -369,8 +383,8 @@ class DgmA(_Masks):
         for m in self.meta:
             r_out = self._along(cum[pos[m.layer]], m, m.out_dim) if m.layer in pos else None
             r_in = None
-            if m.kind == "weight" and m.in_dim is not None and m.layer - 1 in pos:
-                r_in = self._along(cum[pos[m.layer - 1]], m, m.in_dim)
+            if m.kind == "weight" and m.in_dim is not None and m.source in pos:
+                r_in = self._along(cum[pos[m.source]], m, m.in_dim)
             if r_out is None and r_in is None:
                 out.append(None)
             elif r_in is None:

@@ -59,7 +59,7 @@ DEFAULT_CFG: dict[str, Any] = {
             "d_hidden": None},
     # AC-GAN with WGAN-GP; defaults: DGM's MNIST config (cfg_mnist_dgmw.yml; MeRGAN: n_critic 5, gp 10)
     "acgan": {"lr_d": 0.002, "lr_g": 0.002, "betas": [0.5, 0.999], "n_critic": 1, "gp": 1.0, "ndf": 32,
-              "d_norm": "batch", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
+              "d_norm": "batch", "d_arch": "dcgan", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
     # DGM masks (Ostapenko et al. 2019); defaults: the official MNIST DGMw config
     # MeRGAN's replay alignment (protection=alignment): lambda_RA (MNIST 1e-3, SVHN 1e-2), shared noise per step
     "alignment": dict(ALIGNMENT_DEFAULTS),
@@ -145,7 +145,7 @@ class GenerativeMemory(nn.Module):
         self.body = build_body(c["arch"], in_dim, self.input_shape, c["dec_hidden"], c["activation"],
                                int(c["conv_channels"]), int(c["ngf"]), kernel=int(c["conv_kernel"]),
                                norm=str(c["body_norm"]), n_cond=self.cond_dim)
-        self.model: ReplayModel = build_replay_model(c, self.input_shape, self.cond_dim, c["arch"] if c["arch"] != "dcgan" else "conv",
+        self.model: ReplayModel = build_replay_model(c, self.input_shape, self.cond_dim, "conv" if c["arch"] in ("dcgan", "resnet") else c["arch"],
                                                      self.n_classes)
         self.protection: Protection = build_protection(c["protection"], c)
         a = c["acgan"]

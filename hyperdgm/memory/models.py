@@ -5,7 +5,7 @@ The generator bodies live in :mod:`.bodies`; these nets are plain modules with t
 * ``mlp``: MLP encoder / discriminator (as in hypercl).
 * ``conv``: strided-conv encoder / discriminator for 32x32 images.
 * :class:`ACDiscriminator`: DGM's / MeRGAN's AC-GAN discriminator, a WGAN critic head and an
-  auxiliary classification head on one conv trunk.
+  auxiliary classification head on one conv trunk (DGM's DCGAN trunk, or WGAN-GP's CIFAR-10 ResNet).
 """
 from __future__ import annotations
 
@@ -146,42 +146,92 @@ def lsgan_g_loss(d_fake: Tensor) -> Tensor:
     return 0.5 * (d_fake - 1).pow(2).mean()
 
 
-class ACDiscriminator(nn.Module):
-    """AC-GAN discriminator for 32x32 images (DGM's ``netD``; MeRGAN's with ``norm="none"``).
+def _norm2d(norm: str, c: int) -> list[nn.Module]:
+    if norm == "batch":
+        return [nn.BatchNorm2d(c)]
+    if norm == "layer":  # what WGAN-GP recommends: no coupling between the samples of a batch
+        return [nn.GroupNorm(1, c)]
+    return []
 
-    ``Conv(C, ndf, 5, 2, 2, no bias) -> LReLU(0.2) -> Conv(ndf, 2ndf, 5, 2, 2) [-> norm] -> LReLU ->
-    Conv(2ndf, 4ndf, 5, 2, 2) [-> norm] -> LReLU -> flatten (4ndf * 16)``; ``norm``: ``batch`` (DGM's),
-    ``layer`` (WGAN-GP's advice) or ``none`` (MeRGAN's). With batch norm the critic sees real and fake
-    batches normalised apart, which the gradient penalty does not constrain (measured: the critic's
-    Wasserstein estimate grows without bound early in training)., then a WGAN critic head
-    ``Linear(., 1)`` and an auxiliary classifier ``Linear(., n_classes)``. Inputs in ``[0, 1]`` are
-    mapped to ``[-1, 1]``. Init as the official code: convs N(0, 0.02), BN weight N(1, 0.02).
+
+class _ResBlockD(nn.Module):
+    """WGAN-GP's residual critic block (``gan_cifar_resnet.py``): ``[norm] -> ReLU -> conv3x3 -> [norm] ->
+    ReLU -> conv3x3 [-> mean-pool 2]`` plus a shortcut (identity, or ``conv1x1 [-> mean-pool]``).
+    ``first``: the optimised first block (no activation before its first conv; shortcut pools first)."""
+
+    def __init__(self, cin: int, cout: int, down: bool, norm: str, first: bool = False) -> None:
+        super().__init__()
+        pre = [] if first else [*_norm2d(norm, cin), nn.ReLU()]
+        self.path = nn.Sequential(*pre, nn.Conv2d(cin, cout, 3, 1, 1), *_norm2d(norm, cout), nn.ReLU(),
+                                  nn.Conv2d(cout, cout, 3, 1, 1), *([nn.AvgPool2d(2)] if down else []))
+        self.first, self.down = first, down
+        self.shortcut = None if (cin == cout and not down) else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x
+        if self.shortcut is not None:
+            if self.first:
+                s = self.shortcut(F.avg_pool2d(s, 2))
+            else:
+                s = self.shortcut(s)
+                s = F.avg_pool2d(s, 2) if self.down else s
+        return self.path(x) + s
+
+
+class ACDiscriminator(nn.Module):
+    """AC-GAN discriminator for 32x32 images: a trunk, a WGAN critic head ``Linear(., 1)`` and an
+    auxiliary classifier ``Linear(., n_classes)``. Inputs in ``[0, 1]`` are mapped to ``[-1, 1]``.
+
+    ``arch="dcgan"`` (DGM's ``netD``; MeRGAN's with ``norm="none"``): ``Conv(C, ndf, 5, 2, 2, no bias) ->
+    LReLU(0.2) -> Conv(ndf, 2ndf, 5, 2, 2) [-> norm] -> LReLU -> Conv(2ndf, 4ndf, 5, 2, 2) [-> norm] -> LReLU
+    -> flatten (4ndf * 16)``. Init as the official code: convs N(0, 0.02), BN weight N(1, 0.02).
+
+    ``arch="resnet"`` (WGAN-GP's CIFAR-10 critic, which DGM names for CIFAR-10): four residual blocks of
+    ``ndf`` channels (down to 16, down to 8, then two at 8x8) -> ReLU -> global mean pool (``ndf``
+    features). Init as WGAN-GP: the blocks' 3x3 convs uniform with std ``sqrt(4 / (fan_in + fan_out))``,
+    shortcuts Glorot, biases 0.
+
+    ``norm``: ``batch`` (DGM's), ``layer`` (WGAN-GP's advice) or ``none`` (MeRGAN's, WGAN-GP's CIFAR-10
+    critic). With batch norm the critic sees real and fake batches normalised apart, which the gradient
+    penalty does not constrain (measured: the critic's Wasserstein estimate grows without bound early in
+    training).
     """
 
-    def __init__(self, shape: Sequence[int], n_classes: int, ndf: int = 32, norm: str = "batch") -> None:
+    ARCHS = ("dcgan", "resnet")
+
+    def __init__(self, shape: Sequence[int], n_classes: int, ndf: int = 32, norm: str = "batch",
+                 arch: str = "dcgan") -> None:
         super().__init__()
         c, _, _ = image_32(shape, "the AC-GAN discriminator")
         if norm not in ("batch", "layer", "none"):
             raise ValueError(f"discriminator norm must be batch, layer or none, got {norm!r}")
-        layers: list[nn.Module] = [nn.Conv2d(c, ndf, 5, 2, 2, bias=False), nn.LeakyReLU(0.2)]
-        for cin, cout in ((ndf, 2 * ndf), (2 * ndf, 4 * ndf)):
-            layers.append(nn.Conv2d(cin, cout, 5, 2, 2))
-            if norm == "batch":
-                layers.append(nn.BatchNorm2d(cout))
-            elif norm == "layer":  # what WGAN-GP recommends: no coupling between the samples of a batch
-                layers.append(nn.GroupNorm(1, cout))
-            layers.append(nn.LeakyReLU(0.2))
-        layers.append(nn.Flatten())
-        self.trunk = nn.Sequential(*layers)
-        self.critic = nn.Linear(4 * ndf * 16, 1)
-        self.aux = nn.Linear(4 * ndf * 16, int(n_classes))
+        if arch not in self.ARCHS:
+            raise ValueError(f"discriminator arch must be one of {', '.join(self.ARCHS)}, got {arch!r}")
+        self.arch = arch
+        if arch == "resnet":
+            self.trunk = nn.Sequential(_ResBlockD(c, ndf, True, norm, first=True), _ResBlockD(ndf, ndf, True, norm),
+                                       _ResBlockD(ndf, ndf, False, norm), _ResBlockD(ndf, ndf, False, norm),
+                                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            n_feat = ndf
+        else:
+            layers: list[nn.Module] = [nn.Conv2d(c, ndf, 5, 2, 2, bias=False), nn.LeakyReLU(0.2)]
+            for cin, cout in ((ndf, 2 * ndf), (2 * ndf, 4 * ndf)):
+                layers += [nn.Conv2d(cin, cout, 5, 2, 2), *_norm2d(norm, cout), nn.LeakyReLU(0.2)]
+            layers.append(nn.Flatten())
+            self.trunk = nn.Sequential(*layers)
+            n_feat = 4 * ndf * 16
+        self.critic = nn.Linear(n_feat, 1)
+        self.aux = nn.Linear(n_feat, int(n_classes))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+                if self.arch == "resnet":  # WGAN-GP: "he" uniform for 3x3 convs, Glorot for 1x1 shortcuts
+                    nn.init.xavier_uniform_(m.weight, gain=math.sqrt(2.0) if m.kernel_size[0] > 1 else 1.0)
+                else:
+                    nn.init.normal_(m.weight, 0.0, 0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):

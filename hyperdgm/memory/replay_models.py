@@ -145,7 +145,7 @@ class ACGANModel(ReplayModel):
         super().__init__(cfg, shape, cond_dim, arch, n_classes)
         a = cfg["acgan"]
         self.n_classes = int(n_classes)
-        self.discriminator = ACDiscriminator(shape, self.n_classes, int(a["ndf"]), str(a["d_norm"]))
+        self.discriminator = ACDiscriminator(shape, self.n_classes, int(a["ndf"]), str(a["d_norm"]), str(a["d_arch"]))
 
     def generator_optim(self) -> tuple[float, tuple[float, float]]:
         a = self.cfg["acgan"]

@@ -97,7 +97,8 @@ class DGM(Method):
         if self.separate:  # the critic's trunk and head, own weights: the GAN's auxiliary head stays the GAN's
             c = self.memory.cfg
             self.clf = ACDiscriminator(tuple(benchmark.tasks[0].input_shape), self.memory.n_classes,
-                                       int(c["acgan"]["ndf"]), str(c["acgan"]["d_norm"])).to(device)
+                                       int(c["acgan"]["ndf"]), str(c["acgan"]["d_norm"]),
+                                       str(c["acgan"]["d_arch"])).to(device)
         if self.shared:
             c, aux = self.memory.cfg, self.memory.model.discriminator.aux
             head = [[aux.out_features, aux.in_features], [aux.out_features]]
