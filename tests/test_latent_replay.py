@@ -175,6 +175,12 @@ def test_hnet_lr_end_to_end(tmp_path):
     (["method=hnet_r", "+method.memory.drift=freeze"], "apply to memory.space=features"),
     (["method=hnet_lr", "method.memory.drift=melt"], "memory.drift must be one of"),
     (["method=hnet_lr", "method.memory.likelihood=bernoulli"], "needs memory.likelihood=gaussian"),
+    (["method=hnet_lr", "method.memory.feature_norm=whiten"], "memory.feature_norm must be one of"),
+    (["method=hnet_r", "+method.memory.feature_norm=standardize"], "apply to memory.space=features"),
+    (["method=hnet_lr", "method.memory.feature_norm=standardize", "method.memory.encoder=classifier"],
+     "needs memory.encoder=own"),
+    (["method=hnet_lr", "method.memory.feature_norm=standardize", "+method.memory.conditional=false"],
+     "needs a conditional memory"),
 ])
 def test_bad_latent_config_is_refused_in_one_line(tmp_path, overrides, msg):
     cfg = quick_cfg(tmp_path, tmp_path, "benchmark=synthetic", "benchmark.net.hidden=[16,16]", "tracking=none",
@@ -209,12 +215,42 @@ def test_feedback_encoder_is_the_classifiers_path(bench):
         tiny_method(bench, "hnet_lr", layer=2, encoder="classifier")
 
 
-def test_hnet_lr_freeze_resume_equals_uninterrupted(tmp_path):
-    """A checkpoint taken after the first task comes back with the extractor frozen (same numbers)."""
+def test_standardized_features_map_back_with_their_own_tasks_moments(bench):
+    """memory.feature_norm=standardize: the memory learns standardised features; a replay of task t is mapped back
+    with the moments task t was learned with, whatever later tasks did to the running moments."""
+    net = TargetNet("mlp", bench.tasks[0].input_shape, 4, hidden=[32, 16])
+    space = FeatureSpace(net, 1, "relu", norm="standardize", momentum=0.5)
+    x0, _ = bench.tasks[0].batch("train", torch.arange(32))
+    x1, _ = bench.tasks[1].batch("train", torch.arange(32))
+    f0 = net.features(x0, 1).detach()
+    m0 = space.to_memory(x0, learn=True)  # the first batch sets the moments
+    std0 = f0.var(0, unbiased=False).sqrt().clamp_min(space.min_std)
+    assert torch.allclose(m0, (f0 - f0.mean(0)) / std0, atol=1e-5)
+    space.end_task(0)
+    ids0 = torch.zeros(32, dtype=torch.long)
+    assert torch.allclose(space.to_input(m0, ids0), f0, atol=1e-5)  # back to the features (ReLU range kept)
+    for _ in range(3):
+        space.to_memory(x1, learn=True)  # task 1 moves the running moments ...
+    assert not torch.allclose(space.mean, f0.mean(0))
+    assert torch.allclose(space.to_input(m0, ids0), f0, atol=1e-5)  # ... but not task 0's
+    space.end_task(1)
+    both = space.to_input(torch.cat([m0, m0]), torch.cat([ids0, ids0 + 1]))
+    assert torch.allclose(both[:32], f0, atol=1e-5) and not torch.allclose(both[32:], f0, atol=1e-3)
+    with pytest.raises(ValueError, match="task of every row"):
+        space.to_input(m0)
+    plain = FeatureSpace(net, 1, "relu")
+    assert torch.equal(plain.to_memory(x0, learn=True), f0) and plain.state() == {}
+
+
+@pytest.mark.parametrize("norm", ["none", "standardize"])
+def test_hnet_lr_freeze_resume_equals_uninterrupted(tmp_path, norm):
+    """A checkpoint taken after the first task comes back with the extractor frozen (same numbers), and with the
+    feature moments of every finished task and the running ones."""
     from .helpers import assert_resume_equals_uninterrupted
 
     assert_resume_equals_uninterrupted(
-        tmp_path, tmp_path, "method=hnet_lr", "benchmark=synthetic", "benchmark.n_tasks=3", "benchmark.train_limit=200",
+        tmp_path, tmp_path, f"method.memory.feature_norm={norm}",
+        "method=hnet_lr", "benchmark=synthetic", "benchmark.n_tasks=3", "benchmark.train_limit=200",
         "benchmark.net.hidden=[32,16]", "trainer.iters_per_task=15", "tracking=none", "method.memory.drift=freeze",
         "method.memory.enc_hidden=[16]", "method.memory.dec_hidden=[16]", "method.memory.latent_dim=4",
         "method.memory.hnet.chunk_size=1000", "method.memory.hnet.hidden=[8]", "method.replay.n_replay=16")

@@ -12,6 +12,7 @@ loss serves both. The memory stays unaware of the space: it is built for ``space
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 
 from ..data.tensors import DATASET_STATS
 
-__all__ = ["ReplaySpace", "PixelSpace", "FeatureSpace", "ClassifierTrunk", "SPACES", "DRIFTS", "ENCODERS"]
+__all__ = ["ReplaySpace", "PixelSpace", "FeatureSpace", "ClassifierTrunk", "SPACES", "DRIFTS", "ENCODERS",
+           "FEATURE_NORMS"]
 
 SPACES = ("pixels", "features")
 #: How the feature extractor's drift is handled in feature space: nothing, layers 1..k frozen after
@@ -27,6 +29,9 @@ SPACES = ("pixels", "features")
 DRIFTS = ("none", "freeze", "align")
 #: The feature VAE's encoder: its own MLP, or the classifier's layers above ``k`` (BI-R-like feedback path).
 ENCODERS = ("own", "classifier")
+#: What the feature memory models: the features as they are, or each unit standardised by running moments of the
+#: features of the task being learned (each task's replays mapped back with that task's moments).
+FEATURE_NORMS = ("none", "standardize")
 
 #: The range of each activation's output: replayed features (a Gaussian's mean) are projected onto it.
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -43,13 +48,24 @@ class ReplaySpace:
     layer: int = 0
     shape: tuple[int, ...] = ()
 
-    def to_memory(self, x: Tensor) -> Tensor:
-        """A batch of the task's inputs -> what the memory models (no grad)."""
+    def to_memory(self, x: Tensor, learn: bool = False) -> Tensor:
+        """A batch of the task's inputs -> what the memory models (no grad). ``learn``: the memory trains on
+        this batch now (a space with statistics updates them)."""
         return x
 
-    def to_input(self, m: Tensor) -> Tensor:
-        """Memory samples -> what the classifier reads at its entry point."""
+    def to_input(self, m: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Memory samples (of tasks ``ids``, one per row) -> what the classifier reads at its entry point."""
         return m
+
+    def end_task(self, task_id: int) -> None:
+        """The memory finished learning task ``task_id``."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the space (plain tensors and python)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state`."""
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
         """Logits of ``net`` run from the entry point on ``x`` (a :meth:`to_input` result)."""
@@ -76,10 +92,10 @@ class PixelSpace(ReplaySpace):
     def from_unit(self, x: Tensor) -> Tensor:
         return x if self.identity else (x - self.mean) / self.std
 
-    def to_memory(self, x: Tensor) -> Tensor:
+    def to_memory(self, x: Tensor, learn: bool = False) -> Tensor:
         return self.to_unit(x)
 
-    def to_input(self, m: Tensor) -> Tensor:
+    def to_input(self, m: Tensor, ids: Tensor | None = None) -> Tensor:
         return self.from_unit(m)
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
@@ -92,22 +108,34 @@ class FeatureSpace(ReplaySpace):
     ``net`` is the live classifier: the memory learns the features the extractor gives *now*
     (see ``memory.drift`` for what keeps them valid later). :meth:`to_input` projects a Gaussian
     sample onto the range of the layer's activation (ReLU features are never negative).
+
+    ``norm="standardize"``: the memory models every unit standardised, ``(f - mean) / std``, so that units of
+    small variance weigh in the Gaussian likelihood as much as large ones. The moments are running averages
+    (momentum ``momentum``) over the batches the memory learns from; when a task ends its moments are kept, and
+    that task's replays are mapped back with them (a task's generator never sees another task's moments).
     """
 
     name = "features"
     likelihood = "gaussian"
 
-    def __init__(self, net: Any, layer: int, act: str = "relu") -> None:
+    def __init__(self, net: Any, layer: int, act: str = "relu", norm: str = "none", momentum: float = 0.01,
+                 min_std: float = 0.01) -> None:
         net.check_split(layer)
+        if norm not in FEATURE_NORMS:
+            raise ValueError(f"memory.feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
         self.__dict__["net"] = net
         self.layer = int(layer)
         self.shape = (net.feature_dim(self.layer),)
         # ZenkeNet's cut points all follow a ReLU (max-pool and dropout keep the sign)
         self.act = "relu" if net.arch == "zenke" else str(act).lower()
         self.lo, self.hi = _RANGES.get(self.act, (None, None))
+        self.norm, self.momentum, self.min_std = norm, float(momentum), float(min_std)
+        self.mean: Tensor | None = None  # running moments of the task being learned
+        self.var: Tensor | None = None
+        self.task_moments: dict[int, tuple[Tensor, Tensor]] = {}  # task -> (mean, std) it was learned with
 
     @torch.no_grad()
-    def to_memory(self, x: Tensor) -> Tensor:
+    def _features(self, x: Tensor) -> Tensor:
         was = self.net.training
         self.net.eval()  # the features themselves, without dropout noise
         try:
@@ -115,10 +143,52 @@ class FeatureSpace(ReplaySpace):
         finally:
             self.net.train(was)
 
-    def to_input(self, m: Tensor) -> Tensor:
+    @torch.no_grad()
+    def to_memory(self, x: Tensor, learn: bool = False) -> Tensor:
+        f = self._features(x)
+        if self.norm == "none":
+            return f
+        if learn:  # running moments (the first batch of a run sets them)
+            mean, var = f.mean(0), f.var(0, unbiased=False)
+            if self.mean is None or self.var is None:
+                self.mean, self.var = mean, var
+            else:
+                self.mean.lerp_(mean, self.momentum)
+                self.var.lerp_(var, self.momentum)
+        if self.mean is None or self.var is None:
+            raise RuntimeError("memory.feature_norm=standardize: no moments yet (the memory has not learned a batch)")
+        return (f - self.mean) / self.var.sqrt().clamp_min(self.min_std)
+
+    def end_task(self, task_id: int) -> None:
+        if self.norm != "none" and self.mean is not None and self.var is not None:
+            self.task_moments[int(task_id)] = (self.mean.clone(), self.var.sqrt().clamp_min(self.min_std))
+
+    def to_input(self, m: Tensor, ids: Tensor | None = None) -> Tensor:
+        if self.norm != "none":
+            if ids is None:
+                raise ValueError("memory.feature_norm=standardize maps replays back with their task's moments: "
+                                 "it needs the task of every row")
+            tasks = sorted(self.task_moments)
+            if not tasks:
+                raise RuntimeError("memory.feature_norm=standardize: no task has finished, there is nothing to replay")
+            mean = torch.stack([self.task_moments[t][0] for t in range(tasks[-1] + 1)])
+            std = torch.stack([self.task_moments[t][1] for t in range(tasks[-1] + 1)])
+            m = m * std.index_select(0, ids) + mean.index_select(0, ids)
         if self.lo is None and self.hi is None:
             return m
         return m.clamp(self.lo, self.hi)
+
+    def state(self) -> dict[str, Any]:
+        if self.norm == "none":
+            return {}
+        return {"mean": self.mean, "var": self.var,
+                "tasks": {int(t): [m.clone(), s.clone()] for t, (m, s) in self.task_moments.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        if self.norm == "none":
+            return
+        self.mean, self.var = state.get("mean"), state.get("var")
+        self.task_moments = {int(t): (m, s) for t, (m, s) in (state.get("tasks") or {}).items()}
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
         return net.head(x, self.layer)

@@ -39,7 +39,8 @@ from torch import Tensor
 
 from ..memory import GenerativeMemory
 from ..memory.models import Encoder
-from ..memory.spaces import DRIFTS, ENCODERS, SPACES, ClassifierTrunk, FeatureSpace, PixelSpace, ReplaySpace
+from ..memory.spaces import (DRIFTS, ENCODERS, FEATURE_NORMS, SPACES, ClassifierTrunk, FeatureSpace, PixelSpace,
+                             ReplaySpace)
 from ..profiling import region
 from .base import ClassifierMethod
 
@@ -56,7 +57,8 @@ REPLAY_DEFAULTS = dict(
 )
 
 #: The memory keys that say where the memory sits (read by the method, not by the memory itself).
-SPACE_DEFAULTS: dict[str, Any] = dict(space="pixels", layer=None, drift="none", align_weight=1.0, encoder="own")
+SPACE_DEFAULTS: dict[str, Any] = dict(space="pixels", layer=None, drift="none", align_weight=1.0, encoder="own",
+                                      feature_norm="none")
 
 
 def space_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -69,9 +71,15 @@ def space_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[st
         raise ValueError(f"memory.drift must be one of {', '.join(DRIFTS)}, got {sc['drift']!r}")
     if sc["encoder"] not in ENCODERS:
         raise ValueError(f"memory.encoder must be one of {', '.join(ENCODERS)}, got {sc['encoder']!r}")
-    if sc["space"] == "pixels" and (sc["layer"] is not None or sc["drift"] != "none" or sc["encoder"] != "own"):
-        raise ValueError("memory.layer, memory.drift and memory.encoder apply to memory.space=features "
-                         "(pixel replay has none of them)")
+    if sc["feature_norm"] not in FEATURE_NORMS:
+        raise ValueError(f"memory.feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {sc['feature_norm']!r}")
+    if sc["space"] == "pixels" and (sc["layer"] is not None or sc["drift"] != "none" or sc["encoder"] != "own"
+                                    or sc["feature_norm"] != "none"):
+        raise ValueError("memory.layer, memory.drift, memory.encoder and memory.feature_norm apply to "
+                         "memory.space=features (pixel replay has none of them)")
+    if sc["feature_norm"] != "none" and sc["encoder"] == "classifier":
+        raise ValueError("memory.feature_norm=standardize needs memory.encoder=own: the classifier's layers (the "
+                         "encoder of memory.encoder=classifier) read the features as they are, not standardised")
     if sc["space"] == "features" and sc["layer"] is None:
         raise ValueError("memory.space=features needs memory.layer=k (the classifier layer whose output is replayed)")
     w = sc["align_weight"]
@@ -136,7 +144,7 @@ def replay_from_memory(memory: GenerativeMemory, space: ReplaySpace, task_id: in
     evenly over tasks ``0..task_id-1``, and their task ids."""
     per = math.ceil(int(n_replay) / task_id)
     x, ids = memory.sample_replay(list(range(task_id)), per, generator=rng)
-    return space.to_input(x), ids
+    return space.to_input(x, ids), ids
 
 
 def train_memory_step(memory: GenerativeMemory, space: ReplaySpace, x: Tensor, task_id: int,
@@ -144,7 +152,7 @@ def train_memory_step(memory: GenerativeMemory, space: ReplaySpace, x: Tensor, t
     """One step of the memory on current data (``cond``: the memory's conditions, default the task's);
     its losses go into ``out`` under ``memory/``."""
     with region("memory"):
-        for k, v in memory.step(space.to_memory(x), task_id, cond).items():
+        for k, v in memory.step(space.to_memory(x, learn=True), task_id, cond).items():
             out[f"memory/{k}"] = v
 
 
@@ -241,7 +249,7 @@ class ReplayClassifier(ClassifierMethod):
                 raise ValueError(f"memory.space=features: method {self.name} has no generative memory")
             net = self.cfg.get("net") or {}
             self.layer = self.scfg["layer"]
-            self.space = FeatureSpace(self.net, self.layer, net.get("act", "relu"))
+            self.space = FeatureSpace(self.net, self.layer, net.get("act", "relu"), norm=self.scfg["feature_norm"])
         self.teacher = None
         if self.rcfg["cl1_heads"] not in ("own", "previous"):
             raise ValueError(f"method.replay.cl1_heads must be own or previous, got {self.rcfg['cl1_heads']!r}")
@@ -249,6 +257,9 @@ class ReplayClassifier(ClassifierMethod):
         if self.uses_memory:
             self.memory = build_memory(mcfg, benchmark, device, space=self.space)
             self.conditional = self.memory.conditional
+            if not self.conditional and self.scfg["feature_norm"] != "none":
+                raise ValueError("memory.feature_norm=standardize maps each task's replays back with that task's "
+                                 "moments: it needs a conditional memory (memory.conditional=true)")
             if not self.conditional and scenario.task_id_given and self.rcfg["cl1_heads"] == "own":
                 raise ValueError("an unconditional memory's samples have no task: CL1 needs method.replay.cl1_heads=previous")
         self.feedback = self.scfg["encoder"] == "classifier"
@@ -277,6 +288,7 @@ class ReplayClassifier(ClassifierMethod):
         super().end_task(task)  # the classifier's regularizers, if any
         if self.train_memory:
             self.memory.end_task(task.id, task)
+            self.space.end_task(task.id)
         self.teacher = None
         if self.drift == "freeze" and not self.frozen:
             self.freeze_features()
@@ -397,6 +409,8 @@ class ReplayClassifier(ClassifierMethod):
             state["regs"] = self.regs.state_dict()
         if self.uses_memory:
             state["memory"] = self.memory.checkpoint_state()
+        if self.space.state():
+            state["space"] = self.space.state()
         return state
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
@@ -409,6 +423,7 @@ class ReplayClassifier(ClassifierMethod):
         self.load_optimizer_state(state)
         if self.uses_memory:
             self.memory.load_checkpoint_state(state["memory"])
+        self.space.load_state(state.get("space") or {})
 
 
 class HNetR(ReplayClassifier):
