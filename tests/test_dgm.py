@@ -468,6 +468,51 @@ def test_a_n_paper_takes_test_accuracy_at_the_best_validation_point(data_root):
     assert curve == [(5, 10.0, 50.0), (10, 20.0, 80.0), (15, 90.0, 70.0)]
 
 
+def test_classifier_ema_averages_the_task_steps_and_predicts(data_root, tmp_path):
+    """method.classifier_ema: the classifier predicts with ema <- d ema + (1 - d) live after every step, restarted
+    from the classifier when a task begins; training is untouched (same live weights as without it); it is kept in
+    checkpoints; a bad decay and the shared hypernetwork are refused."""
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods.dgm import DGM
+    from hyperdgm.scenarios import make_scenario
+
+    bench = build_benchmark("cil_mnist", data_root, n_tasks=2, train_limit=32, test_limit=8, val_size=0, pad=32)
+    runs = {}
+    for ema in (None, 0.5):
+        torch.manual_seed(0)
+        m = DGM({"memory": dict(TINY_DGM), "classifier_ema": ema})
+        m.setup(bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"),
+                torch.Generator().manual_seed(0))
+        m.plan_task(3, 8)
+        m.begin_task(bench.tasks[0])
+        d = m.memory.model.discriminator
+        expect = [p.detach().clone() for p in d.parameters()]  # the EMA starts at the classifier
+        if ema is not None:
+            assert all(torch.equal(a, b) for a, b in zip(m.ema.parameters(), expect))
+        x, y = bench.tasks[0].batch("train", torch.arange(8))
+        for _ in range(3):
+            m.step(x, y, 0)
+            expect = [0.5 * e + 0.5 * p.detach() for e, p in zip(expect, d.parameters())]
+        runs[ema] = (m, [p.detach().clone() for p in d.parameters()], expect)
+    (plain, live0, _), (m, live, expect) = runs[None], runs[0.5]
+    assert all(torch.equal(a, b) for a, b in zip(live0, live))  # the EMA does not change training
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(m.ema.parameters(), expect))
+    m.eval()
+    xt, _ = bench.tasks[0].batch("test", torch.arange(8))
+    got = m.predict(xt)
+    ema_logits = m.ema.aux(m.ema.features(m.pixels.to_unit(xt)))[:, :1]
+    assert torch.allclose(got, ema_logits) and not torch.allclose(got, plain.eval().predict(xt))
+    state = m.checkpoint_state()
+    assert set(state["classifier_ema"]) == set(m.ema.state_dict())
+    for bad in (1.0, 0, "x", True):
+        with pytest.raises(ValueError, match="classifier_ema"):
+            DGM({"memory": dict(TINY_DGM), "classifier_ema": bad}).setup(
+                bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    with pytest.raises(ValueError, match="classifier_ema"):
+        DGM({"memory": {**TINY_DGM, "protection": "hnet"}, "shared_hnet": True, "classifier_ema": 0.9}).setup(
+            bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+
+
 def test_growth_table_follows_the_widths_per_task():
     from hyperdgm.methods.replay import growth_table
 

@@ -28,6 +28,7 @@ validation split of *real images of every seen class* is best. It peeks at real 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any, Mapping
@@ -58,6 +59,8 @@ DGM_DEFAULTS = dict(
     classifier_steps="balanced",  # balanced: one step on a class-balanced batch | per_class: the official t+1
                                   # steps per iteration on shuffled chunks of the real batch and as many
                                   # generated samples of every past class (t+1 times the classifier's work)
+    classifier_ema=None,  # null | a decay in (0, 1): the classifier predicts with an exponential moving average of
+                          # its weights over the task's steps (restarted when a task begins), not the last step's
 )
 
 
@@ -93,6 +96,14 @@ class DGM(Method):
         self.separate = self.dcfg["classifier"] == "separate"
         if self.separate and self.shared:
             raise ValueError("dgm shared_hnet=true generates the auxiliary head: it needs method.classifier=aux")
+        ema = self.dcfg["classifier_ema"]
+        if ema is not None and (isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1):
+            raise ValueError(f"method.classifier_ema must be null or a decay in (0, 1), got {ema!r}")
+        if ema is not None and self.shared:
+            raise ValueError("method.classifier_ema averages the classifier's own weights: shared_hnet=true generates "
+                             "its head, so it needs classifier_ema=null")
+        self.ema_decay = None if ema is None else float(ema)
+        self.ema: torch.nn.Module | None = None
         self.memory = build_memory(mcfg, benchmark, device)
         if self.separate:  # the critic's trunk and head, own weights: the GAN's auxiliary head stays the GAN's
             c = self.memory.cfg
@@ -128,6 +139,8 @@ class DGM(Method):
         if self.separate:
             self.clf_opt = fused_adam(self.clf.parameters(), float(self.dcfg["classifier_lr"]), (0.9, 0.999),
                                       self.device)
+        if self.ema_decay is not None:  # restarted from the classifier as the task begins (DGM re-initialises it)
+            self.ema = copy.deepcopy(self._classifier_module()).requires_grad_(False)
         self.it = 0
         self._best: tuple[float, float] | None = None  # (val, test) at the best validation point
         self.paper_curve = []
@@ -165,6 +178,8 @@ class DGM(Method):
         out = {"loss_classifier": cls}
         for k, v in mem.step(xu, task_id, cond=labels).items():
             out[f"memory/{k}"] = v
+        if self.ema is not None:
+            self._update_ema()
         self.it += 1
         every = int(self.dcfg["paper_eval_every"]) * self.ipe
         if (every > 0 and self.it % every == 0) or self.it == int(getattr(self, "task_iters", -1)):
@@ -189,6 +204,20 @@ class DGM(Method):
             self.clf_opt.step()
             return cls.detach()
         return self.memory.model.classifier_step(xs, ys, n_cls, w)
+
+    def _classifier_module(self) -> torch.nn.Module:
+        """The module whose weights classify: the separate classifier, or the AC-GAN's discriminator."""
+        return self.clf if self.separate else self.memory.model.discriminator
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``ema <- decay * ema + (1 - decay) * live`` for every weight (in one fused call); buffers copied."""
+        assert self.ema is not None and self.ema_decay is not None
+        live = self._classifier_module()
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in live.parameters()],
+                             1.0 - self.ema_decay)
+        for b, lb in zip(self.ema.buffers(), live.buffers()):
+            b.copy_(lb)
 
     # -- the official protocol (model selection on real validation data of every seen class) --
     @torch.no_grad()
@@ -240,6 +269,8 @@ class DGM(Method):
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
         n = self.scenario.n_seen_classes(self.n_seen)
+        if self.ema is not None:  # a submodule: in the method's train / eval mode
+            return self.ema.aux(self.ema.features(self.pixels.to_unit(x)))[:, :n]
         if self.separate:
             return self._clf_logits(self.pixels.to_unit(x), n)
         head = self._head(self.n_seen - 1) if self.shared else None
@@ -282,6 +313,8 @@ class DGM(Method):
             out["hnet"] = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
         if self.separate:
             out["classifier"] = {k: v.detach().clone() for k, v in self.clf.state_dict().items()}
+        if self.ema is not None:
+            out["classifier_ema"] = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
         return out
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
@@ -293,4 +326,7 @@ class DGM(Method):
         self.memory.load_checkpoint_state(state["memory"])
         if self.separate:
             self.clf.load_state_dict(state["classifier"])
+        if self.ema_decay is not None and "classifier_ema" in state:
+            self.ema = copy.deepcopy(self._classifier_module()).requires_grad_(False)
+            self.ema.load_state_dict(state["classifier_ema"])
         self.a_n_paper = [float(v) for v in state["a_n_paper"]]
