@@ -251,7 +251,8 @@ for _full in ("cil_mnist_dgmw", "cil_mnist_dgma", "cil_svhn_dgmw", "cil_svhn_dgm
 for _full, _epochs, _precision in (("cil_mnist_dgmw", 20, "auto"), ("cil_mnist_dgma", 20, "fp32"), ("cil_cifar10_dgmw", 10, "auto")):
     PRESET_VALUES[f"{_full}_short"] = {**PRESET_VALUES[_full], "trainer.epochs": _epochs, "trainer.precision": _precision,
                                        "method.classifier_steps": "balanced", "method.memory.acgan.d_norm": "layer"}
-PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.ngf": 32, "method.memory.acgan.ndf": 32})  # CPU sizes
+PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.ngf": 32, "method.memory.acgan.ndf": 64,  # CPU sizes
+                                               "method.memory.acgan.d_arch": "dcgan"})
 
 # MeRGAN (Wu et al., NeurIPS 2018): the official code (WuChenshen/MeRGAN mergan.py, gan32_model.py, train.sh): 4001 /
 # 8001 iterations of batch 64, 5 critic steps, GP 10, Adam 1e-4 (0, 0.9), DIM 32, 5x5 kernels, cBN, lambda_RA 1e-3 /
