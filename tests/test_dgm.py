@@ -504,6 +504,22 @@ def test_classifier_ema_averages_the_task_steps_and_predicts(data_root, tmp_path
     assert torch.allclose(got, ema_logits) and not torch.allclose(got, plain.eval().predict(xt))
     state = m.checkpoint_state()
     assert set(state["classifier_ema"]) == set(m.ema.state_dict())
+    logged: dict = {}
+
+    class Rec:  # the live classifier's accuracy is logged beside the averaged one's, for comparison
+        def log_metrics(self, row, step=None):
+            logged.update(row)
+
+        def log_figure(self, *a, **k):
+            pass
+
+        def log_image(self, *a, **k):
+            pass
+
+    m.end_task(bench.tasks[0])
+    m.log_artifacts(Rec(), bench.tasks[0])
+    live_acc = m._live_accs(0)[0]
+    assert logged["live_classifier/acc.task_0"] == live_acc and logged["live_classifier_acc"] == live_acc
     for bad in (1.0, 0, "x", True):
         with pytest.raises(ValueError, match="classifier_ema"):
             DGM({"memory": dict(TINY_DGM), "classifier_ema": bad}).setup(

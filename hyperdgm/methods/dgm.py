@@ -305,7 +305,25 @@ class DGM(Method):
                      task.id + 1, len(self.paper_curve), self.paper_curve[-1]["test_acc"], lo["test_acc_min"],
                      int(lo["it"]))
         extra = {"a_n_paper": self.a_n_paper[task.id]} if len(self.a_n_paper) > task.id else {}
+        if self.ema is not None:  # what the averaging changed: the live classifier's accuracy at the same point
+            live = self._live_accs(task.id)
+            extra["live_classifier_acc"] = sum(live) / len(live)
+            tracker.log_metrics({f"live_classifier/acc.task_{k}": a for k, a in enumerate(live)}, step=task.id)
+            log.info("classifier_ema: the live classifier after task %d: %s (avg %.2f)", task.id + 1,
+                     " ".join(f"{a:.2f}" for a in live), extra["live_classifier_acc"])
         log_memory(self.memory, tracker, task, extra=extra)
+
+    def _live_accs(self, task_id: int) -> list[float]:
+        """Test accuracy per seen task of the classifier's live weights (not the moving average)."""
+        ema, was = self.ema, self.training
+        self.ema = None
+        self.eval()
+        try:
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                return self._class_accs("test", task_id)
+        finally:
+            self.ema = ema
+            self.train(was)
 
     def checkpoint_state(self) -> dict[str, Any]:
         out = {"n_seen": self.n_seen, "memory": self.memory.checkpoint_state(), "a_n_paper": list(self.a_n_paper)}
