@@ -103,7 +103,7 @@ class _Masks(Protection):
     def _setup(self, meta: Sequence[ParamMeta]) -> None:
         if not self._mask_shapes(meta):  # nothing to mask would leave the generator unprotected, silently
             raise ValueError(f"memory.protection={self.name} finds nothing to mask in this generator "
-                             f"({'units of growable layers: use arch=dcgan or mlp' if self.name == 'dgm_a' else 'no maskable weights'})")
+                             f"({'units of growable layers: use arch=dcgan, resnet or mlp' if self.name == 'dgm_a' else 'no maskable weights'})")
         self.params = nn.ParameterList([nn.Parameter(torch.empty(*m.shape)) for m in meta])
         with torch.no_grad():
             for p, m in zip(self.params, meta):
