@@ -251,6 +251,8 @@ for _full in ("cil_mnist_dgmw", "cil_mnist_dgma", "cil_svhn_dgmw", "cil_svhn_dgm
 for _full, _epochs, _precision in (("cil_mnist_dgmw", 20, "auto"), ("cil_mnist_dgma", 20, "fp32"), ("cil_cifar10_dgmw", 10, "auto")):
     PRESET_VALUES[f"{_full}_short"] = {**PRESET_VALUES[_full], "trainer.epochs": _epochs, "trainer.precision": _precision,
                                        "method.classifier_steps": "balanced", "method.memory.acgan.d_norm": "layer"}
+for _short in ("cil_mnist_dgmw_short", "cil_mnist_dgma_short"):  # the moving-average classifier (benchmarks/RESULTS.md)
+    PRESET_VALUES[_short]["method.classifier_ema"] = 0.995
 PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.ngf": 32, "method.memory.acgan.ndf": 64,  # CPU sizes
                                                "method.memory.acgan.d_arch": "dcgan"})
 
