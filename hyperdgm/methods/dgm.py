@@ -28,9 +28,11 @@ validation split of *real images of every seen class* is best. It peeks at real 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 import torch
@@ -240,12 +242,8 @@ class DGM(Method):
                 log.warning("a_n_paper needs a validation split (benchmark.val_size > 0): not computed")
                 self._warned_val = True
             return
-        was = self.training
-        self.eval()
-        # called inside a training step: without its autocast, as the trainer evaluates (same model, same numbers)
-        with torch.autocast(device_type=self.device.type, enabled=False):
+        with self._evaluating():
             vals, tests = self._class_accs("val", task_id), self._class_accs("test", task_id)
-        self.train(was)
         val, test = sum(vals) / len(vals), sum(tests) / len(tests)
         if self._best is None or val > self._best[0]:
             self._best = (val, test)
@@ -262,15 +260,17 @@ class DGM(Method):
         """The classifier head ``[W, b]`` the shared hypernetwork generates for ``task_id``."""
         return self.gen.split(self.gen.flat([task_id])[0])[0]
 
-    def _clf_logits(self, x: Tensor, n_classes: int) -> Tensor:
-        """The separate classifier's logits over the first ``n_classes`` classes (``x`` in ``[0, 1]``)."""
-        return self.clf.aux(self.clf.features(x))[:, :n_classes]
+    def _clf_logits(self, x: Tensor, n_classes: int, net: torch.nn.Module | None = None) -> Tensor:
+        """Logits over the first ``n_classes`` classes (``x`` in ``[0, 1]``) of ``net``'s auxiliary head on its
+        features (default: the separate classifier)."""
+        net = self.clf if net is None else net
+        return net.aux(net.features(x))[:, :n_classes]
 
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:
         n = self.scenario.n_seen_classes(self.n_seen)
         if self.ema is not None:  # a submodule: in the method's train / eval mode
-            return self.ema.aux(self.ema.features(self.pixels.to_unit(x)))[:, :n]
+            return self._clf_logits(self.pixels.to_unit(x), n, self.ema)
         if self.separate:
             return self._clf_logits(self.pixels.to_unit(x), n)
         head = self._head(self.n_seen - 1) if self.shared else None
@@ -315,14 +315,24 @@ class DGM(Method):
 
     def _live_accs(self, task_id: int) -> list[float]:
         """Test accuracy per seen task of the classifier's live weights (not the moving average)."""
-        ema, was = self.ema, self.training
+        ema = self.ema
         self.ema = None
-        self.eval()
         try:
-            with torch.autocast(device_type=self.device.type, enabled=False):
+            with self._evaluating():
                 return self._class_accs("test", task_id)
         finally:
             self.ema = ema
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode, and no autocast (these evaluations run inside a training step or after it: the trainer
+        evaluates without autocast, so the same model gives the same numbers); the mode is restored after."""
+        was = self.training
+        self.eval()
+        try:
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                yield
+        finally:
             self.train(was)
 
     def checkpoint_state(self) -> dict[str, Any]:
