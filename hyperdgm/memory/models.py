@@ -162,20 +162,19 @@ class _ResBlockD(nn.Module):
     def __init__(self, cin: int, cout: int, down: bool, norm: str, first: bool = False) -> None:
         super().__init__()
         pre = [] if first else [*_norm2d(norm, cin), nn.ReLU()]
+        def pool() -> list[nn.Module]:
+            return [nn.AvgPool2d(2)] if down else []
+
         self.path = nn.Sequential(*pre, nn.Conv2d(cin, cout, 3, 1, 1), *_norm2d(norm, cout), nn.ReLU(),
-                                  nn.Conv2d(cout, cout, 3, 1, 1), *([nn.AvgPool2d(2)] if down else []))
-        self.first, self.down = first, down
-        self.shortcut = None if (cin == cout and not down) else nn.Conv2d(cin, cout, 1)
+                                  nn.Conv2d(cout, cout, 3, 1, 1), *pool())
+        if cin == cout and not down:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            conv = [nn.Conv2d(cin, cout, 1)]
+            self.shortcut = nn.Sequential(*(pool() + conv if first else conv + pool()))
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x
-        if self.shortcut is not None:
-            if self.first:
-                s = self.shortcut(F.avg_pool2d(s, 2))
-            else:
-                s = self.shortcut(s)
-                s = F.avg_pool2d(s, 2) if self.down else s
-        return self.path(x) + s
+        return self.path(x) + self.shortcut(x)
 
 
 class ACDiscriminator(nn.Module):
