@@ -121,7 +121,7 @@ class FeatureSpace(ReplaySpace):
     def __init__(self, net: Any, layer: int, act: str = "relu", norm: str = "none", momentum: float = 0.01,
                  min_std: float = 0.01) -> None:
         net.check_split(layer)
-        if norm not in FEATURE_NORMS:
+        if norm not in FEATURE_NORMS:  # memory configs are checked by space_config first; this guards direct use
             raise ValueError(f"memory.feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
         self.__dict__["net"] = net
         self.layer = int(layer)
@@ -132,7 +132,8 @@ class FeatureSpace(ReplaySpace):
         self.norm, self.momentum, self.min_std = norm, float(momentum), float(min_std)
         self.mean: Tensor | None = None  # running moments of the task being learned
         self.var: Tensor | None = None
-        self.task_moments: dict[int, tuple[Tensor, Tensor]] = {}  # task -> (mean, std) it was learned with
+        self.task_mean: Tensor | None = None  # [finished tasks, units]: the moments each task was learned with
+        self.task_std: Tensor | None = None
 
     @torch.no_grad()
     def _features(self, x: Tensor) -> Tensor:
@@ -160,20 +161,25 @@ class FeatureSpace(ReplaySpace):
         return (f - self.mean) / self.var.sqrt().clamp_min(self.min_std)
 
     def end_task(self, task_id: int) -> None:
-        if self.norm != "none" and self.mean is not None and self.var is not None:
-            self.task_moments[int(task_id)] = (self.mean.clone(), self.var.sqrt().clamp_min(self.min_std))
+        if self.norm == "none" or self.mean is None or self.var is None:
+            return
+        done = 0 if self.task_mean is None else self.task_mean.shape[0]
+        if int(task_id) != done:
+            raise RuntimeError(f"memory.feature_norm=standardize: task {task_id} ended after {done} finished tasks")
+        row = (self.mean.clone()[None], self.var.sqrt().clamp_min(self.min_std)[None])  # copies: the running moments move on
+        if self.task_mean is None or self.task_std is None:
+            self.task_mean, self.task_std = row
+        else:
+            self.task_mean, self.task_std = torch.cat([self.task_mean, row[0]]), torch.cat([self.task_std, row[1]])
 
     def to_input(self, m: Tensor, ids: Tensor | None = None) -> Tensor:
         if self.norm != "none":
             if ids is None:
                 raise ValueError("memory.feature_norm=standardize maps replays back with their task's moments: "
                                  "it needs the task of every row")
-            tasks = sorted(self.task_moments)
-            if not tasks:
+            if self.task_mean is None or self.task_std is None:
                 raise RuntimeError("memory.feature_norm=standardize: no task has finished, there is nothing to replay")
-            mean = torch.stack([self.task_moments[t][0] for t in range(tasks[-1] + 1)])
-            std = torch.stack([self.task_moments[t][1] for t in range(tasks[-1] + 1)])
-            m = m * std.index_select(0, ids) + mean.index_select(0, ids)
+            m = m * self.task_std.index_select(0, ids) + self.task_mean.index_select(0, ids)
         if self.lo is None and self.hi is None:
             return m
         return m.clamp(self.lo, self.hi)
@@ -181,14 +187,13 @@ class FeatureSpace(ReplaySpace):
     def state(self) -> dict[str, Any]:
         if self.norm == "none":
             return {}
-        return {"mean": self.mean, "var": self.var,
-                "tasks": {int(t): [m.clone(), s.clone()] for t, (m, s) in self.task_moments.items()}}
+        return {"mean": self.mean, "var": self.var, "task_mean": self.task_mean, "task_std": self.task_std}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         if self.norm == "none":
             return
         self.mean, self.var = state.get("mean"), state.get("var")
-        self.task_moments = {int(t): (m, s) for t, (m, s) in (state.get("tasks") or {}).items()}
+        self.task_mean, self.task_std = state.get("task_mean"), state.get("task_std")
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
         return net.head(x, self.layer)

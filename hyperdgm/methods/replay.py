@@ -409,8 +409,9 @@ class ReplayClassifier(ClassifierMethod):
             state["regs"] = self.regs.state_dict()
         if self.uses_memory:
             state["memory"] = self.memory.checkpoint_state()
-        if self.space.state():
-            state["space"] = self.space.state()
+        space = self.space.state()
+        if space:
+            state["space"] = space
         return state
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
