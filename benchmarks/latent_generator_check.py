@@ -6,7 +6,8 @@ A 784-400-400-10 MLP learns digits 0 and 1 (split MNIST CL3's first task), its f
 replay. A fresh classifier above layer 1 then learns only from generated samples (their conditions as
 labels) and is scored on real test data. Usage:
 ``python benchmarks/latent_generator_check.py [iters] [option ...]``, options ``pixels``, ``real``,
-``feat:STD[:relu|:std]`` (``relu``: decoder mean through ReLU; ``std``: features standardised per unit).
+``feat:STD[:relu|:std]`` (``relu``: decoder mean through ReLU; ``std``: features standardised per unit),
+``pre:STD`` (the pre-activations of layer 1 standardised per unit, generated, mapped back and put through the ReLU).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ for i in range(1000):  # task 1 of split MNIST CL3
 layer1 = net[:2].requires_grad_(False)
 with torch.no_grad():
     ftr, fte = layer1(xtr), layer1(xte)
+    ptr = layer1[0](xtr)  # pre-activations
 print(f"layer-1 features: mean {ftr.mean():.3f}, std {ftr.std():.3f}, zeros {(ftr == 0).float().mean():.2f}, "
       f"max {ftr.max():.2f}", flush=True)
 
@@ -93,8 +95,10 @@ for opt_name in sys.argv[2:] or ["real", "pixels", "feat:0.3", "feat:0.3:relu", 
     else:
         parts = opt_name.split(":")
         std, post = float(parts[1]), (parts[2] if len(parts) > 2 else "")
-        mu, sd = ftr.mean(0), ftr.std(0).clamp_min(1e-3)
-        data = (ftr - mu) / sd if post == "std" else ftr
+        src = ptr if parts[0] == "pre" else ftr
+        post = "std" if parts[0] == "pre" else post
+        mu, sd = src.mean(0), src.std(0).clamp_min(1e-3)
+        data = (src - mu) / sd if post == "std" else src
         mem = train_vae(data, "gaussian", std)
 
         def gen(y, mem=mem, post=post, mu=mu, sd=sd):

@@ -150,6 +150,35 @@ def test_cbn_normalises_each_class_on_its_own_and_samples_with_running_moments()
     assert torch.equal(mem.protection.params[names.index("cbn0.scale")], torch.ones(4, 16))  # init 1 (official)
 
 
+def test_cbn_batch_always_normalises_with_each_class_batch_moments():
+    """body_norm=cbn_batch (the official MeRGAN's cBN): sampling uses each condition's own batch moments (other
+    conditions' rows do not matter, the running moments stay), so a per-channel rescaling of the shared first layer
+    leaves every class's samples as they were; with running moments (cbn) it reaches them."""
+    z = torch.randn(12, 16)
+    cond = torch.tensor([0] * 6 + [1] * 6)
+    outs = {}
+    for norm in ("cbn", "cbn_batch"):
+        mem = _memory(body_norm=norm)
+        _train(mem, 0)
+        ws = [w.detach().clone() for w in mem.protection.weights([0])[0]]
+        rmean = mem.body.cbn0_mean.clone()
+        with torch.no_grad():
+            a = mem.decode(z, cond, [(0, 12)], [ws])
+            b = mem.decode(z[:6], cond[:6], [(0, 6)], [ws])
+            gain = torch.linspace(0.5, 2.0, ws[0].shape[0] // 16).repeat_interleave(16)  # per channel (x 4 x 4)
+            scaled = [ws[0] * gain[:, None], ws[1] * gain] + ws[2:]
+            c = mem.decode(z, cond, [(0, 12)], [scaled])
+        assert torch.equal(mem.body.cbn0_mean, rmean)  # sampling never moves the running moments
+        outs[norm] = (a, b, c)
+    a, b, c = outs["cbn_batch"]
+    torch.testing.assert_close(a[:6], b, rtol=1e-4, atol=1e-5)   # class 0's rows alone: the same samples
+    torch.testing.assert_close(c, a, rtol=1e-3, atol=1e-3)  # the rescaling is normalised away (up to eps)
+    a, _, c = outs["cbn"]
+    assert float((c - a).abs().max()) > 1e-2                      # running moments: it reaches the samples
+    with pytest.raises(ValueError, match="generator norm must be one of none, cbn, cbn_batch"):
+        _memory(body_norm="batch", cond_input=True)
+
+
 # -- MeRGAN's evaluation ------------------------------------------------------------------------
 def test_generated_sample_accuracy_formula():
     """Per class: % of n samples classified as the conditioning class (in chunks); the mean over classes."""

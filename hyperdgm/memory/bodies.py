@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from ..nets import activation
 
-__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "ResNetBody", "build_body", "BODIES", "image_32"]
+__all__ = ["ParamMeta", "Body", "MLPBody", "ConvBody", "DCGANBody", "ResNetBody", "build_body", "BODIES", "CONV_NORMS",
+           "image_32"]
 
 Shape = list[int]
 
@@ -229,6 +230,11 @@ class MLPBody(Body):
         return h.view(-1, *self.out_shape)
 
 
+#: The conv generator's normalisation: none | cbn (class-conditional batch norm, running moments when sampling) |
+#: cbn_batch (class-conditional batch norm, always the batch's moments of each condition, as the official MeRGAN)
+CONV_NORMS = ("none", "cbn", "cbn_batch")
+
+
 class ConvBody(Body):
     """DCGAN-style generator ``[B, in_dim] -> logits [B, C, 32, 32]``: linear to ``4ch x 4 x 4``, then
     transposed convs (``kernel`` 4: ``k=4, s=2, p=1``; 5: ``k=5, s=2, p=2``, output padding 1, as
@@ -241,6 +247,10 @@ class ConvBody(Body):
     training batch normalises the rows of each condition with their own moments (MeRGAN generates
     one class per batch) and updates that condition's running moments; sampling uses the running
     moments (``n_cond`` rows of buffers).
+    ``norm="cbn_batch"``: the same, but every forward (sampling and alignment included) normalises each
+    condition's rows with their own batch moments, as the official MeRGAN code does (its cBN has no running
+    statistics in use): a shift or scale of a channel by the shared layers is then normalised away for
+    every class, old ones included, instead of reaching their samples.
     """
 
     kind = "conv"
@@ -251,15 +261,16 @@ class ConvBody(Body):
         self.out_shape = image_32(out_shape, "the conv decoder")
         if int(kernel) not in (4, 5):
             raise ValueError(f"conv generator kernel must be 4 or 5, got {kernel!r}")
-        if norm not in ("none", "cbn"):
-            raise ValueError(f"generator norm must be none or cbn, got {norm!r}")
-        if norm == "cbn" and int(n_cond) < 1:
+        if norm not in CONV_NORMS:
+            raise ValueError(f"generator norm must be one of {', '.join(CONV_NORMS)}, got {norm!r}")
+        if norm != "none" and int(n_cond) < 1:
             raise ValueError("class-conditional batch norm needs the number of conditions")
         self.kernel, self.norm, self.n_cond = int(kernel), norm, int(n_cond)
+        self.cbn, self.batch_moments = norm != "none", norm == "cbn_batch"
         c = self.out_shape[0]
         self.ch = [4 * int(channels), 2 * int(channels), int(channels), c]
         super().__init__([])
-        if norm == "cbn":
+        if self.cbn:
             for i, w in enumerate(self.ch[:-1]):  # per-condition running moments (buffers: not protected)
                 self.register_buffer(f"cbn{i}_mean", torch.zeros(self.n_cond, w))
                 self.register_buffer(f"cbn{i}_var", torch.ones(self.n_cond, w))
@@ -271,7 +282,7 @@ class ConvBody(Body):
         for i, (cin, cout) in enumerate(zip(ch[:-1], ch[1:])):
             meta += [ParamMeta(f"deconv{i}.weight", i + 1, "weight", (cin, cout, k, k), 1, 0),
                      ParamMeta(f"deconv{i}.bias", i + 1, "bias", (cout,), 0, None)]
-        if self.norm == "cbn":  # after the protected layers, so the layout of the others is unchanged
+        if self.cbn:  # after the protected layers, so the layout of the others is unchanged
             for i, w in enumerate(ch[:-1]):
                 meta += [ParamMeta(f"cbn{i}.scale", i, "weight", (self.n_cond, w), 1, None, maskable=False,
                                    init="ones"),
@@ -281,11 +292,12 @@ class ConvBody(Body):
 
     def _cbn(self, x: Tensor, i: int, scale: Tensor, offset: Tensor, cond: Tensor | None,
              batch_stats: bool, eps: float = 1e-5, momentum: float = 0.1) -> Tensor:
-        """Class-conditional batch norm of ``x`` ``[B, C, H, W]``: moments per condition (batch or running)."""
+        """Class-conditional batch norm of ``x`` ``[B, C, H, W]``: moments per condition (batch or running);
+        ``batch_stats`` (a training forward) also updates the running moments of the conditions present."""
         if cond is None:
             raise ValueError("class-conditional batch norm needs the condition of every row")
         rmean, rvar = getattr(self, f"cbn{i}_mean"), getattr(self, f"cbn{i}_var")
-        if batch_stats:
+        if batch_stats or self.batch_moments:
             onehot = torch.eye(self.n_cond, device=x.device, dtype=x.dtype).index_select(0, cond)  # [B, K]
             per = x.shape[2] * x.shape[3]
             count = onehot.sum(0) * per                                      # [K]
@@ -294,21 +306,28 @@ class ConvBody(Body):
             mean = mean_k.index_select(0, cond)[:, :, None, None]
             var_k = onehot.t() @ (x - mean).pow(2).sum((2, 3)) / count.clamp_min(1.0).unsqueeze(1)
             var = var_k.index_select(0, cond)[:, :, None, None]
-            with torch.no_grad():  # running moments of the conditions present (unbiased variance, as torch)
-                seen = (count > 0).unsqueeze(1).to(x.dtype)
-                unbiased = var_k * (count / (count - 1).clamp_min(1.0)).unsqueeze(1)
-                rmean.mul_(1 - momentum * seen).add_(momentum * seen * mean_k.detach())
-                rvar.mul_(1 - momentum * seen).add_(momentum * seen * unbiased.detach())
+            if batch_stats:
+                self._update_running(rmean, rvar, mean_k, var_k, count, momentum)
         else:
             mean = rmean.index_select(0, cond)[:, :, None, None]
             var = rvar.index_select(0, cond)[:, :, None, None]
         xn = (x - mean) * torch.rsqrt(var + eps)
         return xn * scale.index_select(0, cond)[:, :, None, None] + offset.index_select(0, cond)[:, :, None, None]
 
+    @staticmethod
+    @torch.no_grad()
+    def _update_running(rmean: Tensor, rvar: Tensor, mean_k: Tensor, var_k: Tensor, count: Tensor,
+                        momentum: float) -> None:
+        """Running moments of the conditions present (unbiased variance, as torch's batch norm)."""
+        seen = (count > 0).unsqueeze(1).to(rmean.dtype)
+        unbiased = var_k * (count / (count - 1).clamp_min(1.0)).unsqueeze(1)
+        rmean.mul_(1 - momentum * seen).add_(momentum * seen * mean_k)
+        rvar.mul_(1 - momentum * seen).add_(momentum * seen * unbiased)
+
     def _forward(self, h: Tensor, w: list[Tensor], task_id: int | None, cond: Tensor | None,
                  batch_stats: bool) -> Tensor:
         n = len(self.ch) - 1
-        cbn = w[2 + 2 * n:] if self.norm == "cbn" else None
+        cbn = w[2 + 2 * n:] if self.cbn else None
         x = F.linear(h, w[0], w[1]).view(-1, self.ch[0], 4, 4)
         pad, opad = (1, 0) if self.kernel == 4 else (2, 1)
         for i in range(n + 1):
@@ -468,7 +487,7 @@ BODIES = ("mlp", "conv", "dcgan", "resnet")
 def build_body(arch: str, in_dim: int, shape: Sequence[int], hidden: Sequence[int], act: str = "relu",
                channels: int = 64, ngf: int = 6, *, kernel: int = 4, norm: str = "none", n_cond: int = 0) -> Body:
     """The weightless decoder / generator of ``arch`` (``mlp`` | ``conv`` | ``dcgan`` | ``resnet``); ``kernel``,
-    ``norm`` (``none`` | ``cbn``: class-conditional batch norm over ``n_cond`` conditions): conv only."""
+    ``norm`` (:data:`CONV_NORMS`: class-conditional batch norm over ``n_cond`` conditions): conv only."""
     if arch != "conv" and (norm != "none" or int(kernel) != 4):
         raise ValueError(f"generator kernel / class-conditional batch norm are options of arch=conv, not {arch!r}")
     if arch == "mlp":

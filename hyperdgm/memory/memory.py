@@ -39,7 +39,8 @@ DEFAULT_CFG: dict[str, Any] = {
     "activation": "relu",      # hidden activation of MLP decoder / encoder
     "conv_channels": 64,       # base width of the conv nets (4c, 2c, c)
     "conv_kernel": 4,          # conv generator's transposed-conv kernel: 4 (k4 s2 p1) | 5 (MeRGAN's k5 s2, TF SAME)
-    "body_norm": "none",       # conv generator: none | cbn (class-conditional batch norm, per-condition scale/offset)
+    "body_norm": "none",       # conv generator: none | cbn (class-conditional batch norm, per-condition scale/offset;
+                               # running moments when sampling) | cbn_batch (always each condition's batch moments)
     "cond_input": True,        # the one-hot condition is concatenated to z (false: only cbn tells the condition)
     "ngf": 6,                  # base width of the dcgan generator (4ngf, 2ngf, ngf)
     "cond_dim": 100,           # one-hot condition size (hypercl: 100); at least the number of conditions is used
@@ -108,9 +109,9 @@ def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError(f"memory.condition must be task or class, got {out['condition']!r}")
     if not isinstance(out["cond_input"], bool):
         raise ValueError(f"memory.cond_input must be true or false, got {out['cond_input']!r}")
-    if not out["cond_input"] and out["body_norm"] != "cbn":
+    if not out["cond_input"] and out["body_norm"] not in ("cbn", "cbn_batch"):
         raise ValueError("memory.cond_input=false leaves the generator unconditioned: it needs memory.body_norm=cbn "
-                         "(class-conditional batch norm tells it the condition)")
+                         "or cbn_batch (class-conditional batch norm tells it the condition)")
     return out
 
 
