@@ -179,6 +179,36 @@ def test_cbn_batch_always_normalises_with_each_class_batch_moments():
         _memory(body_norm="batch", cond_input=True)
 
 
+def test_fresh_real_gives_every_critic_step_after_the_first_its_own_real_batch():
+    """acgan.fresh_real (the official MeRGAN): n_critic - 1 further real batches per step, each seen by the critic
+    (a different batch moves the critic elsewhere); off, the step's batch serves every critic step; refused
+    without a source of batches."""
+    x = torch.rand(8, 1, 32, 32)
+    cond = torch.zeros(8, dtype=torch.long)
+    other = torch.rand(8, 1, 32, 32)
+    crit = {}
+    for fresh, batch in ((False, x), (True, x), (True, other)):
+        mem = _memory(acgan={**TINY_MERGAN["acgan"], "n_critic": 3, "fresh_real": fresh})
+        mem.begin_task(0)
+        calls = []
+
+        def draw(batch=batch):
+            calls.append(1)
+            return batch, cond
+        torch.manual_seed(3)
+        mem.step(x, 0, cond=cond, draw=draw)
+        assert len(calls) == (2 if fresh else 0)
+        crit[(fresh, id(batch))] = torch.cat([p.detach().flatten() for p in mem.model.discriminator.parameters()])
+    torch.testing.assert_close(crit[(True, id(x))], crit[(False, id(x))])  # the same batch: the same critic
+    assert not torch.allclose(crit[(True, id(other))], crit[(False, id(x))])
+    mem = _memory(acgan={**TINY_MERGAN["acgan"], "fresh_real": True})
+    mem.begin_task(0)
+    with pytest.raises(ValueError, match="fresh_real draws a new real batch"):
+        mem.step(x, 0, cond=cond)
+    with pytest.raises(ValueError, match="memory.acgan.fresh_real must be true or false"):
+        _memory(acgan={**TINY_MERGAN["acgan"], "fresh_real": "yes"})
+
+
 # -- MeRGAN's evaluation ------------------------------------------------------------------------
 def test_generated_sample_accuracy_formula():
     """Per class: % of n samples classified as the conditioning class (in chunks); the mean over classes."""
@@ -237,7 +267,8 @@ def test_mergan_logs_named_metrics_and_jtr_runs(tmp_path):
     from hyperdgm.methods import build_method
     from hyperdgm.scenarios import make_scenario
 
-    cfg = quick_cfg(tmp_path, tmp_path, *TINY_RUN, "tracking=none", "method.memory.protection=replay")
+    cfg = quick_cfg(tmp_path, tmp_path, *TINY_RUN, "tracking=none", "method.memory.protection=replay",
+                    "method.memory.acgan.n_critic=2", "method.memory.acgan.fresh_real=true")
     bench = build_benchmark("cil_synthetic", tmp_path, n_tasks=2, train_limit=64, test_limit=32, pad=True)
     m = build_method(method_config(cfg))
     m.setup(bench, make_scenario("cil", bench.n_classes_per_task), torch.device("cpu"), torch.Generator())

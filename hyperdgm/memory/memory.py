@@ -22,7 +22,7 @@ from ..hooks import protected_step
 from .alignment import ALIGNMENT_DEFAULTS
 from .bodies import build_body
 from .protection import Blocks, Protection, Snapshot, build_protection
-from .replay_models import ReplayModel, build_replay_model, fused_adam
+from .replay_models import RealDraw, ReplayModel, build_replay_model, fused_adam
 
 __all__ = ["GenerativeMemory", "DEFAULT_CFG", "memory_config"]
 
@@ -60,7 +60,8 @@ DEFAULT_CFG: dict[str, Any] = {
             "d_hidden": None},
     # AC-GAN with WGAN-GP; defaults: DGM's MNIST config (cfg_mnist_dgmw.yml; MeRGAN: n_critic 5, gp 10)
     "acgan": {"lr_d": 0.002, "lr_g": 0.002, "betas": [0.5, 0.999], "n_critic": 1, "gp": 1.0, "ndf": 32,
-              "d_norm": "batch", "d_arch": "dcgan", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True},
+              "d_norm": "batch", "d_arch": "dcgan", "aux_weight": 0.0, "aux_g_weight": 0.0, "reinit_d": True,
+              "fresh_real": False},  # fresh_real: a new real batch for each critic step after the first (MeRGAN)
     # DGM masks (Ostapenko et al. 2019); defaults: the official MNIST DGMw config
     # MeRGAN's replay alignment (protection=alignment): lambda_RA (MNIST 1e-3, SVHN 1e-2), shared noise per step
     "alignment": dict(ALIGNMENT_DEFAULTS),
@@ -107,6 +108,8 @@ def memory_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError(f"memory.gaussian_std must be > 0, got {out['gaussian_std']!r}")
     if out["condition"] not in ("task", "class"):
         raise ValueError(f"memory.condition must be task or class, got {out['condition']!r}")
+    if not isinstance(out["acgan"]["fresh_real"], bool):
+        raise ValueError(f"memory.acgan.fresh_real must be true or false, got {out['acgan']['fresh_real']!r}")
     if not isinstance(out["cond_input"], bool):
         raise ValueError(f"memory.cond_input must be true or false, got {out['cond_input']!r}")
     if not out["cond_input"] and out["body_norm"] not in ("cbn", "cbn_batch"):
@@ -308,9 +311,12 @@ class GenerativeMemory(nn.Module):
         pen = protected_step(loss, [*self._opts.values(), *extra], [self.protection])
         return torch.zeros((), device=self.device) if pen is None else pen
 
-    def step(self, x: Tensor, task_id: int, cond: Tensor | None = None) -> dict[str, Tensor]:
+    def step(self, x: Tensor, task_id: int, cond: Tensor | None = None,
+             draw: RealDraw | None = None) -> dict[str, Tensor]:
         """One optimisation step on current real data ``x`` ``[B, C, H, W]`` in ``[0, 1]`` with conditions
-        ``cond`` ``[B]`` (default: the task id, or the task's class); detached losses."""
+        ``cond`` ``[B]`` (default: the task id, or the task's class); detached losses. ``draw``: another batch
+        of the task's real data and its conditions, for a model that takes more than one per step
+        (``acgan.fresh_real``)."""
         if self.current_task != task_id or not self._opts:
             raise RuntimeError(f"call begin_task({task_id}) before step")
         self.train()
@@ -321,7 +327,7 @@ class GenerativeMemory(nn.Module):
                                  f"{len(self.task_classes[task_id])} classes (see real_conditions)")
             cond = self.conditions(blocks)
         rep = self.protection.replay(task_id, int(x.shape[0]))
-        out = self.model.step(self, x, cond, blocks, rep)
+        out = self.model.step(self, x, cond, blocks, rep, draw)
         self.n_steps += 1
         return out
 

@@ -12,7 +12,7 @@ which runs the one hook sequence (protection penalty, gradient masks, optimizer 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from .models import (ACDiscriminator, build_discriminator, build_encoder, gradient_penalty, lsgan_d_loss,
                      lsgan_g_loss, vae_loss)
 from .protection import Blocks, ReplayData
+
+#: Draws another batch of the current task's real data: ``(x in [0, 1], conditions)``.
+RealDraw = Callable[[], "tuple[Tensor, Tensor]"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .memory import GenerativeMemory
@@ -53,7 +56,9 @@ class ReplayModel(nn.Module):
         """Fresh optimizer of the auxiliary net (as the reference codes: per task)."""
 
     def step(self, mem: "GenerativeMemory", x: Tensor, cond: Tensor, blocks: Blocks,
-             rep: ReplayData | None) -> dict[str, Tensor]:  # pragma: no cover - abstract
+             rep: ReplayData | None, draw: RealDraw | None = None) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """One step on current real data ``x`` (conditions ``cond``, ``blocks``) and the protection's replay ``rep``;
+        ``draw`` gives another batch of the current task's real data when a model wants more than one per step."""
         raise NotImplementedError
 
 
@@ -74,7 +79,7 @@ class VAEModel(ReplayModel):
         logits = mem.decode(z, cond, blocks, mem.protection.weights([t for t, _ in blocks]), batch_stats=True)
         return vae_loss(logits, x, mu, logvar, mem.likelihood, float(self.cfg["gaussian_std"]))
 
-    def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
+    def step(self, mem, x, cond, blocks, rep, draw=None) -> dict[str, Tensor]:
         assert self.opt is not None
         mem.zero_grad_generator()
         self.opt.zero_grad(set_to_none=True)
@@ -108,7 +113,7 @@ class LSGANModel(ReplayModel):
         g = self.cfg["gan"]
         self.opt = fused_adam(self.discriminator.parameters(), g["lr_d"], g["betas"], device)
 
-    def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
+    def step(self, mem, x, cond, blocks, rep, draw=None) -> dict[str, Tensor]:
         d, opt = self.discriminator, self.opt
         assert opt is not None
         mem.zero_grad_generator()
@@ -157,14 +162,22 @@ class ACGANModel(ReplayModel):
             self.discriminator.reset_parameters()  # DGM's reinit_D: a fresh critic and classifier per task
         self.opt = fused_adam(self.discriminator.parameters(), a["lr_d"], a["betas"], device)
 
-    def step(self, mem, x, cond, blocks, rep) -> dict[str, Tensor]:
+    def step(self, mem, x, cond, blocks, rep, draw=None) -> dict[str, Tensor]:
         a, d, opt = self.cfg["acgan"], self.discriminator, self.opt
         assert opt is not None
         real, rc, rb = x, cond, blocks
         if rep is not None:
             real, rc, rb = torch.cat([x, rep[0]]), torch.cat([cond, rep[1]]), blocks + rep[2]
         gp_w, aux_w = float(a["gp"]), float(a["aux_weight"])
-        for _ in range(int(a["n_critic"])):
+        if a["fresh_real"] and draw is None:
+            raise ValueError("memory.acgan.fresh_real draws a new real batch for every critic step: it needs a method "
+                             "that hands the memory its task's data (dgm, mergan)")
+        for i in range(int(a["n_critic"])):
+            if i > 0 and a["fresh_real"]:  # the official MeRGAN: a new real batch for every critic step
+                xi, ci = draw()
+                real, rc, rb = xi, ci, [(blocks[0][0], int(xi.shape[0]))]
+                if rep is not None:
+                    real, rc, rb = torch.cat([xi, rep[0]]), torch.cat([ci, rep[1]]), rb + rep[2]
             opt.zero_grad(set_to_none=True)
             with torch.no_grad():
                 fake = mem.generate(rb, cond=rc, batch_stats=True)

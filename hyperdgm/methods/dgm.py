@@ -138,6 +138,7 @@ class DGM(Method):
                            fused_adam([self.gen.task_embedding(task.id)], float(self.memory.cfg["emb_lr"]), betas,
                                       self.device)]
         self.memory.begin_task(task.id, schedule=(iters, self.ipe))
+        self._task = task  # acgan.fresh_real draws the critic's further real batches from it
         if self.separate:
             self.clf_opt = fused_adam(self.clf.parameters(), float(self.dcfg["classifier_lr"]), (0.9, 0.999),
                                       self.device)
@@ -178,7 +179,8 @@ class DGM(Method):
                 xs, ys = torch.cat([xu, xr]), torch.cat([labels, cr])
             cls = self._classifier_update(xs, ys, n_cls, w, task_id)
         out = {"loss_classifier": cls}
-        for k, v in mem.step(xu, task_id, cond=labels).items():
+        draw = self._draw_real if mem.cfg["acgan"]["fresh_real"] else None
+        for k, v in mem.step(xu, task_id, cond=labels, draw=draw).items():
             out[f"memory/{k}"] = v
         if self.ema is not None:
             self._update_ema()
@@ -187,6 +189,13 @@ class DGM(Method):
         if (every > 0 and self.it % every == 0) or self.it == int(getattr(self, "task_iters", -1)):
             self._paper_eval(task_id)
         return out
+
+    def _draw_real(self) -> tuple[Tensor, Tensor]:
+        """A random batch (the step's size) of the current task's training data, in ``[0, 1]``, and its labels."""
+        task = self._task
+        idx = torch.randint(len(task.train), (int(self.batch_size),), generator=self.rng, device=self.rng.device)
+        x, y = task.batch("train", idx, train_aug=True, generator=self.rng)
+        return self.pixels.to_unit(x), self.scenario.target(y, task.id)
 
     def _classifier_update(self, xs: Tensor, ys: Tensor, n_cls: int, w: Tensor | None, task_id: int) -> Tensor:
         """One classifier step on ``xs`` (labels ``ys``, per-sample weights ``w``); its loss, detached."""
