@@ -266,7 +266,8 @@ _MERGAN = {"method.name": "mergan", "scenario.name": "cil", "trainer.epochs": No
            "method.memory.acgan.gp": 10.0, "method.memory.acgan.lr_d": 0.0001, "method.memory.acgan.lr_g": 0.0001,
            "method.memory.acgan.betas": [0.0, 0.9], "method.memory.acgan.d_norm": "none",
            "method.memory.acgan.aux_weight": 1.0, "method.memory.acgan.aux_g_weight": 1.0,
-           "method.memory.acgan.reinit_d": False, "method.memory.alignment.n_noise": 64,
+           "method.memory.acgan.reinit_d": False, "method.memory.acgan.fresh_real": True,
+           "method.memory.alignment.n_noise": 64,
            "method.evaluator.n_per_class": 6400}
 PRESET_VALUES.update({
     "cil_mnist_mergan": {**_MERGAN, "benchmark.name": "cil_mnist", "benchmark.pad": 32, "trainer.iters_per_task": 4001,
