@@ -136,7 +136,8 @@ class LSGANModel(ReplayModel):
 
 class ACGANModel(ReplayModel):
     """AC-GAN with WGAN-GP. Per step: ``n_critic`` critic steps on real data (current plus the
-    protection's replay) against fakes of the same conditions, with gradient penalty ``gp``
+    protection's replay; with ``fresh_real`` each critic step after the first on a new batch of current
+    data from ``draw``, as the official MeRGAN) against fakes of the same conditions, with gradient penalty ``gp``
     (+ ``aux_weight`` x CE of the auxiliary head on real data); then one generator step on
     ``-critic(fake)`` (+ ``aux_g_weight`` x CE of the auxiliary head on fakes) and the protection.
 
