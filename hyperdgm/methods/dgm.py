@@ -138,7 +138,7 @@ class DGM(Method):
                            fused_adam([self.gen.task_embedding(task.id)], float(self.memory.cfg["emb_lr"]), betas,
                                       self.device)]
         self.memory.begin_task(task.id, schedule=(iters, self.ipe))
-        self._task = task  # acgan.fresh_real draws the critic's further real batches from it
+        self._task = task  # _draw_real's source (acgan.fresh_real's further critic batches)
         if self.separate:
             self.clf_opt = fused_adam(self.clf.parameters(), float(self.dcfg["classifier_lr"]), (0.9, 0.999),
                                       self.device)
@@ -179,8 +179,7 @@ class DGM(Method):
                 xs, ys = torch.cat([xu, xr]), torch.cat([labels, cr])
             cls = self._classifier_update(xs, ys, n_cls, w, task_id)
         out = {"loss_classifier": cls}
-        draw = self._draw_real if mem.cfg["acgan"]["fresh_real"] else None
-        for k, v in mem.step(xu, task_id, cond=labels, draw=draw).items():
+        for k, v in mem.step(xu, task_id, cond=labels, draw=self._draw_real).items():  # drawn from if fresh_real
             out[f"memory/{k}"] = v
         if self.ema is not None:
             self._update_ema()
