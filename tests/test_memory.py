@@ -181,6 +181,33 @@ def test_sample_tasks_one_hnet_call(monkeypatch):
     assert not torch.allclose(mem.sample(0, 5, z=z), mem.sample(1, 5, z=z))
 
 
+def test_hold_replays_the_past_from_one_copy(monkeypatch):
+    """A task the memory is not trained on (the last): replay reads the weights held as it began, the same
+    samples as generating them live, without a hypernetwork call per replay draw."""
+    torch.manual_seed(0)
+    mem = GenerativeMemory(SMALL, (1, 28, 28), n_tasks=3)
+    x = torch.rand(8, 1, 28, 28)
+    for t in range(2):
+        mem.begin_task(t)
+        mem.step(x, t)
+        mem.end_task(t)
+    live = mem.replay_batch([0, 1], 6, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="hold"):
+        mem.hold(3)
+    mem.hold(2)
+    calls = []
+    orig = WeightGenerator.flat
+    monkeypatch.setattr(WeightGenerator, "flat", lambda self, *a, **k: calls.append(a) or orig(self, *a, **k))
+    held = [mem.replay_batch([0, 1], 6, generator=torch.Generator().manual_seed(3)) for _ in range(3)][0]
+    assert calls == []
+    for a, b in zip(live, held):
+        assert torch.equal(a, b)
+    # a checkpoint loaded into it replaces the weights: the held copy goes with them
+    fresh = _roundtrip(mem, SMALL, (1, 28, 28), 3)
+    mem.load_checkpoint_state(fresh.checkpoint_state())
+    assert mem.snapshot is None
+
+
 def test_registry_and_param_counts():
     assert {"hnet", "replay", "none"} <= set(PROTECTIONS)
     with pytest.raises(ValueError):

@@ -283,6 +283,8 @@ class ReplayClassifier(ClassifierMethod):
         self.train_memory = self.uses_memory and t < self.benchmark.n_tasks - 1  # the last task needs no replay
         if self.train_memory:
             self.memory.begin_task(t, schedule=self.task_schedule(task))
+        elif self.uses_memory and t > 0:
+            self.memory.hold(t)  # replayed from, not trained: one copy of the past tasks' weights
 
     def end_task(self, task) -> None:
         super().end_task(task)  # the classifier's regularizers, if any

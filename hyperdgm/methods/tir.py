@@ -63,6 +63,8 @@ class HNetTIR(HNet):
         self.train_memory = t < self.benchmark.n_tasks - 1
         if self.train_memory:
             self.memory.begin_task(t, schedule=self.task_schedule(task))
+        elif t > 0:
+            self.memory.hold(t)  # replayed from, not trained: one copy of the past tasks' weights
 
     def end_task(self, task) -> None:
         super().end_task(task)
