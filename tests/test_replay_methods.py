@@ -84,7 +84,7 @@ def test_tir_inference_on_constructed_case(data_root):
             return tir_logits
 
     m.tir = Fixed()
-    m.per_task_logits = lambda inp: task_logits
+    m.logits = lambda inp, e, weights=None: task_logits[e][: inp.shape[0]]  # each sample: its inferred task's net
     out = m.predict(x)
     assert out.shape == (3, 6)
     assert out.argmax(1).tolist() == [3, 0, 4]  # task 1 class 1, task 0 class 0, task 2 class 0
@@ -185,3 +185,37 @@ def test_last_task_replays_without_generating_the_past(data_root, monkeypatch, n
             m.step(x, y, task.id)
         m.end_task(task)
     assert m.memory.snapshot is not None and m.memory.snapshot.covers([0, 1])
+
+
+@pytest.mark.parametrize("scenario", ["cl2", "cl3"])
+def test_tir_prediction_runs_each_sample_through_its_inferred_task_only(data_root, scenario):
+    """HNET+TIR's prediction equals assembling every task's logits by the inferred task, with one target-net
+    pass per inferred task over its own samples."""
+    from hyperdgm.data.benchmarks import build_benchmark
+    from hyperdgm.methods.hnet import HNet
+
+    torch.manual_seed(0)
+    bench = build_benchmark("split_mnist", data_root, n_tasks=3, train_limit=20, test_limit=64)
+    cfg = OmegaConf.to_container(OmegaConf.load("conf/method/hnet_tir.yaml"))
+    cfg["net"] = {"arch": "mlp", "hidden": [10]}
+    cfg["hnet"].update(chunk_size=1000, hidden=[5])
+    cfg["memory"].update(enc_hidden=[10], dec_hidden=[10], latent_dim=4)
+    cfg["memory"]["hnet"].update(chunk_size=1000, hidden=[5])
+    m = build_method(cfg)
+    m.setup(bench, make_scenario(scenario, bench.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    for t in bench.tasks:
+        m.begin_task(t)
+    m.eval()
+    x = torch.cat([t.batch("test")[0] for t in bench.tasks])
+    inferred = m.infer_task(x)
+    assert len(inferred.unique()) > 1  # the untrained task-inference net spreads the samples over tasks
+    expect, expect_tasks = HNet.predict_with_task(m, x)
+    calls = []
+    forward = m.target.forward
+    m.target.forward = lambda inp, *a, **k: calls.append(inp.shape[0]) or forward(inp, *a, **k)
+    got, got_tasks = m.predict_with_task(x)
+    assert torch.equal(got_tasks, expect_tasks)
+    assert torch.equal(torch.isinf(got), torch.isinf(expect))
+    fin = torch.isfinite(expect)
+    assert torch.allclose(got[fin], expect[fin], atol=1e-5)
+    assert sorted(calls) == sorted(c for c in torch.bincount(inferred).tolist() if c)
