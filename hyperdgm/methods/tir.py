@@ -105,7 +105,7 @@ class HNetTIR(HNet):
         """As :class:`HNet`'s, but each sample goes through its inferred task's net only: the other tasks' nets
         are not needed (their logits would be ``-inf`` or unused), so evaluating after task ``t`` costs O(t)
         target-net passes instead of O(t^2)."""
-        if (task_id is not None and self.inference == "given") or self.inference != "tir":
+        if self.inference != "tir":  # given, or inferred by entropy over every task's net
             return super().predict_with_task(x, task_id)
         inferred = self.infer_task(x)
         tasks = inferred.unique().tolist()  # evaluation only: one host sync per batch
