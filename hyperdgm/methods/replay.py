@@ -147,6 +147,20 @@ def replay_from_memory(memory: GenerativeMemory, space: ReplaySpace, task_id: in
     return space.to_input(x, ids), ids
 
 
+def begin_memory_task(memory: GenerativeMemory, task: Any, n_tasks: int, schedule: tuple[int, int]) -> bool:
+    """The memory's part of a replaying learner's ``begin_task``; returns whether the memory trains on ``task``.
+
+    It trains on every task but the last (nothing replays the last). On the last it holds the past tasks'
+    weights, so that no replay step generates them.
+    """
+    train = task.id < n_tasks - 1
+    if train:
+        memory.begin_task(task.id, schedule=schedule)
+    else:
+        memory.hold(task.id)
+    return train
+
+
 def train_memory_step(memory: GenerativeMemory, space: ReplaySpace, x: Tensor, task_id: int,
                       out: dict[str, Tensor], cond: Tensor | None = None) -> None:
     """One step of the memory on current data (``cond``: the memory's conditions, default the task's);
@@ -280,11 +294,8 @@ class ReplayClassifier(ClassifierMethod):
         t = task.id
         # the classifier as it was before this task gives the replay targets
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False) if t > 0 else None
-        self.train_memory = self.uses_memory and t < self.benchmark.n_tasks - 1  # the last task needs no replay
-        if self.train_memory:
-            self.memory.begin_task(t, schedule=self.task_schedule(task))
-        elif self.uses_memory and t > 0:
-            self.memory.hold(t)  # replayed from, not trained: one copy of the past tasks' weights
+        self.train_memory = self.uses_memory and begin_memory_task(self.memory, task, self.benchmark.n_tasks,
+                                                                   self.task_schedule(task))
 
     def end_task(self, task) -> None:
         super().end_task(task)  # the classifier's regularizers, if any

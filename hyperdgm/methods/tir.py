@@ -17,7 +17,8 @@ from torch import Tensor
 from ..nets import TargetNet
 from .base import make_optimizer
 from .hnet import HNet
-from .replay import PixelSpace, build_memory, log_memory, replay_from_memory, train_memory_step
+from .replay import (PixelSpace, begin_memory_task, build_memory, log_memory, replay_from_memory,
+                     train_memory_step)
 
 
 class HNetTIR(HNet):
@@ -58,13 +59,8 @@ class HNetTIR(HNet):
 
     def begin_task(self, task) -> None:
         super().begin_task(task)
-        t = task.id
         self.tir_opt = make_optimizer(self.tir.parameters(), self.tir_cfg)
-        self.train_memory = t < self.benchmark.n_tasks - 1
-        if self.train_memory:
-            self.memory.begin_task(t, schedule=self.task_schedule(task))
-        elif t > 0:
-            self.memory.hold(t)  # replayed from, not trained: one copy of the past tasks' weights
+        self.train_memory = begin_memory_task(self.memory, task, self.benchmark.n_tasks, self.task_schedule(task))
 
     def end_task(self, task) -> None:
         super().end_task(task)
