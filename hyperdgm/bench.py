@@ -72,8 +72,8 @@ def _legacy_penalty(reg: Any, gen: Any, delta: Sequence[torch.Tensor], generator
     """The regulariser as first written: hypnettorch forward at ``theta + delta``, ``pow(2).sum()``."""
     idx = reg._subset(generator)
     ids = list(range(reg.n_past)) if idx is None else idx
-    weights = [p + d for p, d in zip(gen.hnet_parameters(), delta)]
-    pred = gen.hnet.forward(cond_input=gen._embeddings(ids), weights=weights, ret_format="flattened")
+    pred = gen.hnet.forward(cond_input=gen._embeddings(ids), weights=gen.hypnettorch_weights(delta),
+                            ret_format="flattened")
     target = reg.targets if idx is None else reg.targets.index_select(0, idx)
     n_sel = reg.n_past if idx is None else int(idx.numel())
     return (pred - target).pow(2).sum() * (reg.beta / n_sel)

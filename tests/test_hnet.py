@@ -379,34 +379,36 @@ def test_save_load_round_trip(tmp_path):
 
 
 
-def test_output_layer_column_major_survives_training_copies_and_checkpoints(tmp_path):
-    """The output layer is stored transposed-contiguous (a speed layout): same values as a row-major twin
-    through an Adam step, and the layout survives the optimizer, ``frozen_copy``, ``load_state_dict`` and
-    save / load."""
+def test_output_weight_stored_transposed_through_training_copies_and_checkpoints(tmp_path):
+    """The output layer's weight is a contiguous ``[H, chunk_size]`` parameter (fused Adam then copies nothing)
+    seen as ``[chunk_size, H]``: it generates what hypnettorch generates with the same weights, the layout
+    survives Adam, ``frozen_copy`` and save / load, and a state dict in hypnettorch's layout loads into it."""
     torch.manual_seed(0)
     gen = WeightGenerator([[40, 30]], chunk_size=400, chunk_emb_size=4, hidden=(6, 5), task_emb_size=3, n_tasks=2)
+    i = gen._layout()["weights"][-1]
+    p = gen.hnet_parameters()[i]
+    assert p.shape == (5, 400) and p.is_contiguous()
     w = gen.output_layer()[0]
-    assert w.shape == (400, 5) and w.stride() == (1, 400)
-    twin = copy.deepcopy(gen)
-    tw = twin.output_layer()[0]
-    tw.data = tw.data.contiguous()
-    assert tw.stride() == (5, 1) and torch.equal(tw, w)
-    for g in (gen, twin):
-        opt = torch.optim.Adam(g.parameters(), lr=1e-2)
-        for _ in range(3):
-            opt.zero_grad()
-            g.flat([0, 1]).pow(2).sum().backward()
-            opt.step()
-    torch.testing.assert_close(gen.flat([0, 1]), twin.flat([0, 1]), rtol=1e-6, atol=1e-7)
-    assert gen.output_layer()[0].stride() == (1, 400)
-    assert gen.frozen_copy().output_layer()[0].stride() == (1, 400)
-    fresh = WeightGenerator([[40, 30]], chunk_size=400, chunk_emb_size=4, hidden=(6, 5), task_emb_size=3, n_tasks=2)
-    fresh.load_state_dict(twin.state_dict())  # a checkpoint written row-major loads into the fast layout
-    assert fresh.output_layer()[0].stride() == (1, 400)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), twin.parameters()))
+    assert w.shape == (400, 5) and w.stride() == (1, 400) and w.data_ptr() == p.data_ptr()
+    ref = gen.hnet.forward(cond_input=gen._embeddings([0, 1]), weights=gen.hypnettorch_weights(), ret_format="flattened")
+    assert torch.equal(gen.flat([0, 1]), ref)
+    opt = torch.optim.Adam(gen.hnet_parameters(), lr=1e-2, fused=True)
+    for _ in range(3):
+        opt.zero_grad()
+        gen.flat([0, 1]).pow(2).sum().backward()
+        assert p.grad.shape == p.shape and p.grad.is_contiguous()
+        opt.step()
+    assert gen.hnet_parameters()[i] is p and p.is_contiguous()
+    assert gen.frozen_copy().hnet_parameters()[i].is_contiguous()
+    old = {k: (v.T.contiguous() if v.data_ptr() == p.data_ptr() else v) for k, v in gen.state_dict().items()}
+    assert any(v.shape == (400, 5) for v in old.values())  # a checkpoint written in hypnettorch's layout
+    for sd in (old, gen.state_dict()):
+        fresh = WeightGenerator([[40, 30]], chunk_size=400, chunk_emb_size=4, hidden=(6, 5), task_emb_size=3, n_tasks=2)
+        fresh.load_state_dict(sd)
+        assert fresh.hnet_parameters()[i].shape == (5, 400) and torch.equal(fresh.flat([0, 1]), gen.flat([0, 1]))
     gen.save(str(tmp_path / "g.pt"))
     loaded = WeightGenerator.load(str(tmp_path / "g.pt"))
-    assert loaded.output_layer()[0].stride() == (1, 400) and torch.equal(loaded.flat([0, 1]), gen.flat([0, 1]))
+    assert loaded.hnet_parameters()[i].is_contiguous() and torch.equal(loaded.flat([0, 1]), gen.flat([0, 1]))
 
 
 # ---------------------------------------------------------------- functional forward / fast penalty
@@ -429,8 +431,8 @@ def test_functional_forward_equals_hypnettorch(kw):
     gen = _gen_120(kw)
     delta = [0.1 * torch.randn_like(p) for p in gen.hnet_parameters()]
     for d in (None, delta):
-        weights = None if d is None else [p + x for p, x in zip(gen.hnet_parameters(), d)]
-        ref = gen.hnet.forward(cond_input=gen._embeddings([2, 0, 3]), weights=weights, ret_format="flattened")
+        ref = gen.hnet.forward(cond_input=gen._embeddings([2, 0, 3]), weights=gen.hypnettorch_weights(d),
+                               ret_format="flattened")
         assert torch.equal(gen.flat([2, 0, 3], delta=d), ref)
 
 

@@ -83,7 +83,8 @@ def test_stacked_penalty_equals_each_learners_penalty_and_gradients():
     wi, bi = lay["weights"][-1], lay["biases"][-1]
     hidden = torch.func.vmap(lambda th, d, e: gens[0].hidden_features(e, delta=d, params=th))(
         theta, delta, torch.stack([g._embeddings([0, 1]).detach() for g in gens]))
-    pen = stack.penalty(theta[wi], theta[bi], delta[wi], delta[bi], hidden)
+    as_w = gens[0].as_output_weight
+    pen = stack.penalty(as_w(theta[wi]), theta[bi], as_w(delta[wi]), delta[bi], hidden)
     assert pen.shape == (3,)
     torch.testing.assert_close(pen.detach(), torch.stack(own), rtol=1e-5, atol=1e-7)
     assert len({round(float(v), 6) for v in own}) == 3  # three different learners, not one repeated

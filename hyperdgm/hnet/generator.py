@@ -150,7 +150,7 @@ class WeightGenerator(nn.Module):
         else:
             self.hnet = HMLP(all_shapes, uncond_in_size=0, **common)
         self._init_weights()
-        self._output_layer_column_major()
+        self._store_output_weight_transposed()
         self.task_embs = nn.ParameterList()
         self.task_buffers = nn.ModuleList()  # per task: one _BufferSet per target (empty without buffers)
         for _ in range(int(n_tasks)):
@@ -175,17 +175,51 @@ class WeightGenerator(nn.Module):
                 nn.init.zeros_(p)
 
     @torch.no_grad()
-    def _output_layer_column_major(self) -> None:
-        """Store the output layer's weight ``[chunk_size, H]`` column-major (its transpose contiguous).
+    def _store_output_weight_transposed(self) -> None:
+        """Store the output layer's weight ``[chunk_size, H]`` as its transpose, a contiguous ``[H, chunk_size]``
+        parameter; :meth:`output_layer` hands out the ``[chunk_size, H]`` view (same values, column-major).
 
-        Same shape and values; only the memory layout changes. Its products have one dimension of the
-        chunk size and one of ~10: in this layout ``F.linear``'s forward + backward took 6.0 against 11.1 ms
-        on a CPU (split MNIST, 12 chunks of 42,000), and the output regularizer reads ``W^T`` without a copy.
-        Gradients, Adam's state and checkpoints loaded into it keep the layout.
+        Its products have one dimension of the chunk size and one of ~10: in this layout ``F.linear``'s
+        forward + backward took 6.0 against 11.1 ms on a CPU (split MNIST, 12 chunks of 42,000), and the
+        output regularizer reads ``W^T`` without a copy. The parameter itself is contiguous because the
+        fused Adam copies a non-contiguous one in and out at every step (0.34 against 1.02 ms per step for
+        split MNIST's hypernetwork, 0.9 against 3.4 ms for permuted MNIST's, 2 threads). A state dict in
+        hypnettorch's layout (``[chunk_size, H]``, older checkpoints) loads into it.
         """
-        p = self.hnet.internal_params[self._layout()["weights"][-1]]
-        if p.dim() == 2 and p.shape[0] > p.shape[1]:
-            p.data = p.data.T.contiguous().T
+        i = self._layout()["weights"][-1]
+        p = self.hnet.internal_params[i]
+        self._out_t = p.dim() == 2 and p.shape[0] > p.shape[1]
+        if not self._out_t:
+            return
+        new = nn.Parameter(p.detach().T.contiguous(), requires_grad=p.requires_grad)
+        for mod in self.hnet.modules():  # ChunkedHMLP lists its inner HMLP's parameters again
+            for name, q in list(mod._parameters.items()):
+                if q is p:
+                    mod._parameters[name] = new
+        keys = [n for n, q in self.named_parameters(remove_duplicate=False) if q is new]
+        shape = tuple(new.shape)
+
+        def transpose_old_layout(module, state_dict, prefix, *args) -> None:
+            for key in keys:
+                t = state_dict.get(prefix + key)
+                if isinstance(t, Tensor) and t.dim() == 2 and tuple(t.shape) == shape[::-1]:
+                    state_dict[prefix + key] = t.T
+
+        self._register_load_state_dict_pre_hook(transpose_old_layout, with_module=True)
+
+    def as_output_weight(self, t: Tensor) -> Tensor:
+        """The output layer's weight ``[..., chunk_size, H]`` from a tensor in its parameter's stored form (the
+        parameter itself, a ``delta`` entry, a seed-stacked copy): a view, no copy."""
+        return t.mT if self._out_t else t
+
+    def hypnettorch_weights(self, delta: Sequence[Tensor] | None = None) -> list[Tensor]:
+        """:meth:`hnet_parameters` (shifted by ``delta``) in hypnettorch's shapes, for ``self.hnet.forward(weights=...)``
+        (its own forward would read the transposed output weight)."""
+        params = self.hnet_parameters()
+        out = list(params) if delta is None else [p + d for p, d in zip(params, delta)]
+        i = self._layout()["weights"][-1]
+        out[i] = self.as_output_weight(out[i])
+        return out
 
     # ------------------------------------------------------------------ tasks
     @property
@@ -226,7 +260,10 @@ class WeightGenerator(nn.Module):
         return self.task_embs[i]
 
     def hnet_parameters(self) -> list[nn.Parameter]:
-        """Hypernetwork weights incl. chunk embeddings (no task embeddings); order used by ``delta``."""
+        """Hypernetwork weights incl. chunk embeddings (no task embeddings); order used by ``delta``.
+
+        hypnettorch's order and shapes, except the output layer's weight, stored transposed
+        (:meth:`as_output_weight`, :meth:`hypnettorch_weights`)."""
         return list(self.hnet.internal_params)
 
     # --------------------------------------------------------------- forward
@@ -349,7 +386,8 @@ class WeightGenerator(nn.Module):
         """Weight ``[chunk_size, H]`` and bias (``None`` without biases) of the linear output layer, shifted by
         ``delta`` (``params`` standing in for :meth:`hnet_parameters`)."""
         lay = self._layout()
-        return self._shifted(delta, lay["weights"][-1], params), self._shifted(delta, lay["biases"][-1], params)
+        weight = self._shifted(delta, lay["weights"][-1], params)
+        return self.as_output_weight(weight), self._shifted(delta, lay["biases"][-1], params)
 
     def split(self, flat_row: Tensor) -> list[Tensor] | list[list[Tensor]]:
         """Unflatten one row of :meth:`flat` into per-target lists of tensors (a single list if one target)."""

@@ -297,7 +297,7 @@ class OutputRegularizer:
         delta_w = delta_b = None
         if delta is not None:
             lay = gen._layout()
-            delta_w = delta[lay["weights"][-1]]
+            delta_w = gen.as_output_weight(delta[lay["weights"][-1]])
             delta_b = None if bias is None else delta[lay["biases"][-1]]
         return _gram_penalty(weight, bias, delta_w, delta_b, snap, h, h - h_star)
 

@@ -55,7 +55,7 @@ class StackedHNet:
         m0 = self.methods[0]
         self.m0, self.gen = m0, m0.gen
         per_seed = [m.gen.hnet_parameters() for m in self.methods]
-        self.theta = [nn.Parameter(self._stack([ps[i] for ps in per_seed])) for i in range(len(per_seed[0]))]
+        self.theta = [nn.Parameter(torch.stack([ps[i].detach() for ps in per_seed])) for i in range(len(per_seed[0]))]
         self.emb = nn.Parameter(torch.stack([m.gen.task_embedding(task_id).detach() for m in self.methods]))
         t = self.task_id
         self.past = (torch.stack([m.gen._embeddings(list(range(t))).detach() for m in self.methods]) if t > 0
@@ -66,15 +66,6 @@ class StackedHNet:
         self.lookahead = bool(m0.reg.lookahead)
         lay = self.gen._layout()
         self._w_out, self._b_out = lay["weights"][-1], lay["biases"][-1]
-
-    @staticmethod
-    @torch.no_grad()
-    def _stack(tensors: Sequence[Tensor]) -> Tensor:
-        """``[S, ...]`` copy; a column-major matrix (the hypernetwork's output layer) stays column-major per seed."""
-        t0 = tensors[0]
-        if t0.dim() == 2 and t0.stride() == (1, t0.shape[0]):
-            return torch.stack([t.T for t in tensors]).transpose(1, 2)
-        return torch.stack(list(tensors))
 
     # -- the step ------------------------------------------------------------------------
     def _logits(self, theta: list[Tensor], emb: Tensor, x: Tensor) -> Tensor:
@@ -102,8 +93,9 @@ class StackedHNet:
                 hidden = torch.func.vmap(self._hidden, in_dims=(0, None if delta is None else 0, 0))(
                     self.theta, delta, self.past)
                 wi, bi = self._w_out, self._b_out
-                pen = self.reg.penalty(self.theta[wi], None if bi is None else self.theta[bi],
-                                       None if delta is None else delta[wi],
+                as_w = self.gen.as_output_weight
+                pen = self.reg.penalty(as_w(self.theta[wi]), None if bi is None else self.theta[bi],
+                                       None if delta is None else as_w(delta[wi]),
                                        None if delta is None or bi is None else delta[bi], hidden)
                 pen.sum().backward()
             out["reg"] = pen.detach()
