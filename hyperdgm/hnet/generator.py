@@ -402,7 +402,7 @@ class WeightGenerator(nn.Module):
 
     def forward(self, task_id: int) -> list[Tensor] | list[list[Tensor]]:
         """Generated weights of task ``task_id`` (list per target if several targets)."""
-        return self.split(self.flat([task_id])[0])
+        return self.split(self.flat([task_id]).reshape(-1))  # a view: its backward copies nothing (``[0]`` would)
 
     def functional(self, module: nn.Module, task_id: int, *args: Any, weights: Sequence[Tensor] | None = None,
                    target_index: int = 0, **kwargs: Any) -> Any:

@@ -73,11 +73,6 @@ def _augment_hidden(h: Tensor, bias: bool) -> Tensor:
     return torch.cat([h, h.new_ones(h.shape[:-1] + (1,))], dim=-1) if bias else h
 
 
-def _addmm(c: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``c + a @ b`` in one kernel, with or without a leading (seed) batch dimension."""
-    return torch.addmm(c, a, b) if a.dim() == 2 else torch.baddbmm(c, a, b)
-
-
 class _GramQuadratic(torch.autograd.Function):
     """``sum_B <d_B^T d_B, S_hh^B> + 2 <d_B^T a_B, S_hu^B>`` over row blocks ``B`` of ``d = [W|b] + delta - a*``.
 
@@ -95,11 +90,11 @@ class _GramQuadratic(torch.autograd.Function):
         d_t = torch.empty_like(a_t)
         torch.sub(weight.mT, a_t[..., :n_h, :], out=d_t[..., :n_h, :])
         if dw is not None:
-            d_t[..., :n_h, :] += dw.mT
+            d_t[..., :n_h, :].add_(dw.mT)  # in place on the view (``d[i] += x`` would copy it back onto itself)
         if bias is not None:
             torch.sub(bias, a_t[..., n_h, :], out=d_t[..., n_h, :])
             if dbias is not None:
-                d_t[..., n_h, :] += dbias
+                d_t[..., n_h, :].add_(dbias)
         blocks = [slice(0, rows_last), slice(rows_last, None)][: len(s) // 2]
         grams = []
         total = a_t.new_zeros(a_t.shape[:-2])
@@ -120,18 +115,17 @@ class _GramQuadratic(torch.autograd.Function):
         blocks = [slice(0, ctx.rows_last), slice(ctx.rows_last, None)][: n // 2]
         g = grad[..., None, None]  # one value per learner (a 0-dim grad without a batch dimension)
 
-        def block_grad(i: int, cols: slice) -> Tensor:  # (S_hh + S_hh^T) d_B^T + 2 S_hu a_B^T
+        # (S_hh + S_hh^T) d_B^T + 2 S_hu a_B^T per block, written into its columns of one uninitialised tensor
+        grad_d = torch.empty_like(d_t)
+        for i, cols in enumerate(blocks):
             s_hh, s_hu = s[2 * i], s[2 * i + 1]
-            return _addmm(((s_hh + s_hh.mT) * g) @ d_t[..., cols], s_hu * (2 * g), a_t[..., cols])
-
-        if len(blocks) == 1 and ctx.rows_last >= d_t.shape[-1]:
-            grad_d = block_grad(0, blocks[0])
-        else:
-            # zeros: with one chunk wider than the target its unused rows get no gradient (a garbage row
-            # there would turn every hidden gradient NaN)
-            grad_d = torch.zeros_like(d_t)
-            for i, cols in enumerate(blocks):
-                grad_d[..., cols] = block_grad(i, cols)
+            out = grad_d[..., cols]
+            torch.matmul((s_hh + s_hh.mT) * g, d_t[..., cols], out=out)
+            (out.addmm_ if out.dim() == 2 else out.baddbmm_)(s_hu * (2 * g), a_t[..., cols])
+        if len(blocks) == 1 and ctx.rows_last < d_t.shape[-1]:
+            # one chunk wider than the target: its unused rows get no gradient (a garbage row there would
+            # turn every hidden gradient NaN)
+            grad_d[..., ctx.rows_last:].zero_()
         grad_s: list[Tensor | None] = []
         for i in range(n // 2):
             grad_s += [grams[2 * i] * g, grams[2 * i + 1] * (2 * g)]
