@@ -206,9 +206,6 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
         # Bit-identical reruns and resumes on GPUs too (slower kernels where torch has alternatives).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        # Deterministic mode also fills every torch.empty with NaN (a zeros tensor is then written twice): a
-        # guard against reading uninitialised memory, which costs a pass over every large allocation of a step.
-        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
     seed = int(c["seed"])
     if c.get("download"):  # fetch a missing data set with torchvision (extra `vision`) before reading it
