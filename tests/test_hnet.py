@@ -483,6 +483,34 @@ def test_fast_penalty_equals_direct(kw, online, tps):
         torch.testing.assert_close(reg.penalty(gen, delta=delta), _hand_penalty(shifted, targets, 0.3, [0, 1, 2, 3]))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_gram_products_split_over_threads_equal_the_plain_products(threads, monkeypatch):
+    """The fast penalty's Gram products run as one slice of the chunk per thread (3 threads: a remainder too):
+    the products, and the penalty's value and gradients, equal the plain ones and the direct form."""
+    from hyperdgm.hnet import regularizer as R
+
+    monkeypatch.setattr(R, "_MIN_SPLIT", 4)  # split the tests' small chunks too
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        db, ab = torch.randn(7, 1001, dtype=torch.float64), torch.randn(7, 1001, dtype=torch.float64)
+        g_dd, g_da = R._grams(db, ab)
+        torch.testing.assert_close(g_dd, db @ db.T)
+        torch.testing.assert_close(g_da, db @ ab.T)
+        gen, reg, delta = _drifted(_GEN_KWARGS[0], online=False)
+        split_calls = []
+        monkeypatch.setattr(R.torch, "bmm", lambda *a, **k: split_calls.append(1) or torch.matmul(*a, **k))
+        vf, gf = _value_and_grads(gen, reg, True, delta)
+        assert split_calls  # the split path ran
+        vd, gd = _value_and_grads(gen, reg, False, delta)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(vf, vd, rtol=1e-5, atol=0)
+    for a, b in zip(gf, gd):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * max(b.abs().max().item(), 1e-12))
+
+
 def test_fast_penalty_precision_against_float64():
     """Gradients of the fast form are as accurate as the direct float32 form (reference: float64)."""
     kw = dict(chunk_size=700, chunk_emb_size=8, hidden=(25, 25), activation="elu", task_emb_size=24)
