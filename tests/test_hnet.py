@@ -487,9 +487,9 @@ def test_fast_penalty_equals_direct(kw, online, tps):
 def test_gram_products_split_over_threads_equal_the_plain_products(threads, monkeypatch):
     """The fast penalty's Gram products run as one slice of the chunk per thread (3 threads: a remainder too):
     the products, and the penalty's value and gradients, equal the plain ones and the direct form."""
-    from hyperdgm.hnet import regularizer as R
+    from hyperdgm.hnet import products, regularizer as R
 
-    monkeypatch.setattr(R, "_MIN_SPLIT", 4)  # split the tests' small chunks too
+    monkeypatch.setattr(products, "MIN_SPLIT", 4)  # split the tests' small chunks too
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -500,7 +500,7 @@ def test_gram_products_split_over_threads_equal_the_plain_products(threads, monk
         torch.testing.assert_close(g_da, db @ ab.T)
         gen, reg, delta = _drifted(_GEN_KWARGS[0], online=False)
         split_calls = []
-        monkeypatch.setattr(R.torch, "bmm", lambda *a, **k: split_calls.append(1) or torch.matmul(*a, **k))
+        monkeypatch.setattr(products.torch, "bmm", lambda *a, **k: split_calls.append(1) or torch.matmul(*a, **k))
         vf, gf = _value_and_grads(gen, reg, True, delta)
         assert split_calls  # the split path ran
         vd, gd = _value_and_grads(gen, reg, False, delta)
