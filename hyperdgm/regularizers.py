@@ -89,8 +89,13 @@ class QuadraticPenalty(nn.Module, WeightHook):
         return {"anchor": self.anchor, "importance": self.importance}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        dev = self.params[0].device
-        move = lambda ts: None if ts is None else [t.to(dev) for t in ts]  # noqa: E731
+        def move(ts: list[Tensor] | None) -> list[Tensor] | None:
+            if ts is None:
+                return None
+            # a checkpoint from before the hypernetwork stored its output weight transposed holds [N, H] for [H, N]
+            return [(t.mT.contiguous() if t.dim() == 2 and t.shape != p.shape and t.shape == p.shape[::-1] else t)
+                    .to(p.device) for t, p in zip(ts, self.params)]
+
         self.anchor, self.importance = move(state["anchor"]), move(state["importance"])
 
 

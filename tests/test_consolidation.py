@@ -131,6 +131,19 @@ def test_online_ewc_gamma_decay_and_penalty():
     assert ewc.penalty().item() == pytest.approx(expect.item())
 
 
+def test_ewc_state_from_before_the_transposed_output_weight_loads():
+    """A checkpoint written when the hypernetwork's output weight was stored ``[N, H]`` holds its EWC anchor and
+    Fisher in that shape: they load transposed onto today's ``[H, N]`` parameter, other tensors as they are."""
+    w, b = torch.nn.Parameter(torch.randn(3, 50)), torch.nn.Parameter(torch.randn(50))
+    ewc = OnlineEWC([w, b], lambda data, n_max: ([torch.ones(3, 50), torch.ones(50)], 1), lam=1.0, gamma=1.0)
+    old_anchor, old_fisher = [torch.randn(50, 3), torch.randn(50)], [torch.rand(50, 3), torch.rand(50)]
+    ewc.set_extra_state({"anchor": old_anchor, "importance": old_fisher})
+    assert torch.equal(ewc.anchor[0], old_anchor[0].T) and ewc.anchor[0].is_contiguous()
+    assert torch.equal(ewc.importance[0], old_fisher[0].T) and torch.equal(ewc.anchor[1], old_anchor[1])
+    expect = 0.5 * ((old_fisher[0].T * (w - old_anchor[0].T) ** 2).sum() + (old_fisher[1] * (b - old_anchor[1]) ** 2).sum())
+    assert ewc.penalty().item() == pytest.approx(expect.item(), rel=1e-5)
+
+
 def test_si_path_integral_matches_hand_computation():
     """SGD on 0.5 |p - t|^2: W = -sum g dp; omega = W / (Delta^2 + eps); task 2's W uses the whole step's gradient."""
     lr, c, eps = 0.1, 2.0, 0.1
