@@ -276,7 +276,7 @@ class HnetProtection(Protection):
 
     def _setup(self, meta: Sequence[ParamMeta]) -> None:
         self.gen = WeightGenerator([list(m.shape) for m in meta], **self._hcfg)
-        params = self.gen.hnet_parameters()
+        params = self.gen.hypnettorch_weights()  # hypnettorch's shapes (views): the output weight drawn [N, H]
         if isinstance(self.gen.hnet, ChunkedHMLP):
             params = params[:-1]  # chunk embeddings (last) keep their N(0, 1) init
         with torch.no_grad():
