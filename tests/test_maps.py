@@ -40,6 +40,22 @@ def test_projections():
     assert maps.project(a[:2], "pca").shape == (2, 2)
 
 
+
+def test_wide_points_project_as_sklearn_projects_them():
+    """Few points in many dimensions (tasks' generated weights) go through their Gram matrix: the same PCA
+    coordinates as sklearn's on the raw points, up to each axis' sign."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 3000)) * np.linspace(3.0, 0.1, 3000) + rng.normal(size=3000)
+    red = maps.same_distances(x)
+    assert red.shape == (5, 5)
+    gram = lambda z: (z - z.mean(0)) @ (z - z.mean(0)).T  # noqa: E731
+    assert np.allclose(gram(red), gram(x))  # every distance and angle kept
+    ours, ref = maps.project(x, "pca"), PCA(n_components=2).fit_transform(x)
+    assert np.allclose(np.abs(ours), np.abs(ref), atol=1e-8)
+    assert np.allclose(np.abs(ours[:, 0] * ref[:, 0]).sum(), np.abs((ours[:, 0] * ref[:, 0]).sum()))  # one sign per axis
+
 def test_task_labels_and_forgetting_curves():
     tasks = [SimpleNamespace(id=0, classes=[0, 1], name="classes 0,1"),
              SimpleNamespace(id=1, classes=list(range(10)), name="permutation 1")]
