@@ -40,7 +40,6 @@ def test_projections():
     assert maps.project(a[:2], "pca").shape == (2, 2)
 
 
-
 def test_wide_points_project_as_sklearn_projects_them():
     """Few points in many dimensions (tasks' generated weights) go through their Gram matrix: the same PCA
     coordinates as sklearn's on the raw points, up to each axis' sign."""
@@ -55,6 +54,7 @@ def test_wide_points_project_as_sklearn_projects_them():
     ours, ref = maps.project(x, "pca"), PCA(n_components=2).fit_transform(x)
     assert np.allclose(np.abs(ours), np.abs(ref), atol=1e-8)
     assert np.allclose(np.abs(ours[:, 0] * ref[:, 0]).sum(), np.abs((ours[:, 0] * ref[:, 0]).sum()))  # one sign per axis
+
 
 def test_task_labels_and_forgetting_curves():
     tasks = [SimpleNamespace(id=0, classes=[0, 1], name="classes 0,1"),
