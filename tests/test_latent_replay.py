@@ -113,6 +113,31 @@ def test_freeze_keeps_the_extractor_bit_identical(bench):
     assert not any(torch.equal(a, b) for a, b in zip(head, list(m.net.parameters())[2:]))
 
 
+def test_replay_ub_in_feature_space_replays_the_stored_images_features(bench):
+    """Latent RPL-UB (hnet_lr's ceiling): the stored images' features under the frozen extractor enter after
+    layer k, so the replayed batch is exactly the first task's features, and the extractor stays as it was."""
+    m = tiny_method(bench, "replay_ub", space="features", layer=1, drift="freeze")
+    assert isinstance(m.space, FeatureSpace) and m.layer == 1
+    train_directly(m, build_benchmark("synthetic", None, seed=0, n_tasks=1, train_limit=64), iters=3, batch_size=16)
+    frozen = [p.detach().clone() for p in m.net.feature_parameters(1)]
+    m.plan_task(3, 16)
+    m.begin_task(bench.tasks[1])
+    state = m.rng.get_state()
+    x, ids = m.replay_inputs(1)
+    m.rng.set_state(state)
+    task = bench.tasks[0]
+    idx = torch.randint(len(task.train), (16,), generator=m.rng, device=m.rng.device)
+    images = task.batch("train", idx, train_aug=True, generator=m.rng)[0]
+    assert torch.equal(ids, torch.zeros(16, dtype=torch.long))
+    m.net.eval()
+    torch.testing.assert_close(x, m.net.features(images, 1), rtol=0, atol=0)
+    m.net.train()
+    for _ in range(3):
+        xb, yb = bench.tasks[1].batch("train", torch.randint(len(bench.tasks[1].train), (16,)))
+        m.step(xb, yb, 1)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, m.net.feature_parameters(1)))
+
+
 def test_align_adds_a_feature_distillation_term(bench):
     m = tiny_method(bench, "hnet_lr", n_tasks=2, layer=2, drift="align", align_weight=3.0)
     b2 = build_benchmark("synthetic", None, seed=0, n_tasks=2, train_limit=64)
@@ -171,7 +196,8 @@ def test_hnet_lr_end_to_end(tmp_path):
     (["method=hnet_lr", "method.memory.layer=3"], "memory.layer=3 is out of range"),
     (["method=hnet_lr", "method.memory.layer=0"], "memory.layer=0 is out of range"),
     (["method=hnet_tir", "+method.memory.space=features", "+method.memory.layer=1"], "replays pixels only"),
-    (["method=replay_ub", "+method.memory.space=features", "+method.memory.layer=1"], "has no generative memory"),
+    (["method=replay_ub", "+method.memory.space=features", "+method.memory.layer=1",
+      "+method.memory.feature_norm=standardize"], "replays stored data: memory.feature_norm and memory.encoder"),
     (["method=hnet_r", "+method.memory.drift=freeze"], "apply to memory.space=features"),
     (["method=hnet_lr", "method.memory.drift=melt"], "memory.drift must be one of"),
     (["method=hnet_lr", "method.memory.likelihood=bernoulli"], "needs memory.likelihood=gaussian"),

@@ -259,8 +259,9 @@ class ReplayClassifier(ClassifierMethod):
         self.drift = str(self.scfg["drift"])
         self.frozen = False
         if self.scfg["space"] == "features":
-            if not self.uses_memory:
-                raise ValueError(f"memory.space=features: method {self.name} has no generative memory")
+            if not self.uses_memory and (self.scfg["feature_norm"] != "none" or self.scfg["encoder"] != "own"):
+                raise ValueError(f"method {self.name} replays stored data: memory.feature_norm and memory.encoder "
+                                 "belong to a generative memory")
             net = self.cfg.get("net") or {}
             self.layer = self.scfg["layer"]
             self.space = FeatureSpace(self.net, self.layer, net.get("act", "relu"), norm=self.scfg["feature_norm"])
@@ -471,7 +472,9 @@ class DGRConditional(DGR):
 
 
 class ReplayUB(ReplayClassifier):
-    """RPL-UB: replay of stored real data of past tasks, targets from the classifier before the task."""
+    """RPL-UB: replay of stored real data of past tasks, targets from the classifier before the task. With
+    ``memory.space=features memory.layer=k`` the stored images' features enter after layer ``k`` (latent replay
+    of real data, the ceiling of ``hnet_lr`` under the same ``memory.drift``)."""
 
     name = "replay_ub"
     uses_memory = False
@@ -484,4 +487,7 @@ class ReplayUB(ReplayClassifier):
             idx = torch.randint(len(task.train), (per,), generator=self.rng, device=self.rng.device)
             xs.append(task.batch("train", idx, train_aug=True, generator=self.rng)[0])
             ids.append(torch.full((per,), t, dtype=torch.long, device=xs[-1].device))
-        return torch.cat(xs), torch.cat(ids)
+        x, ids_ = torch.cat(xs), torch.cat(ids)
+        if self.layer:  # the stored images' features under the extractor as it is now (drift=freeze: as they were
+            x = self.space.to_input(self.space.to_memory(x), ids_)  # when the task was learned), no gradient
+        return x, ids_
