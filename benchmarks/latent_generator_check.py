@@ -7,7 +7,9 @@ replay. A fresh classifier above layer 1 then learns only from generated samples
 labels) and is scored on real test data. Usage:
 ``python benchmarks/latent_generator_check.py [iters] [option ...]``, options ``pixels``, ``real``,
 ``feat:STD[:relu|:std]`` (``relu``: decoder mean through ReLU; ``std``: features standardised per unit),
-``pre:STD`` (the pre-activations of layer 1 standardised per unit, generated, mapped back and put through the ReLU).
+``pre:STD`` (the pre-activations of layer 1 standardised per unit, generated, mapped back and put through the ReLU);
+a feature option may end in ``:dec=H1-H2`` (the decoder's hidden widths, default hnet_lr's 250-350) and ``:lat=N``
+(latent size, default 100), e.g. ``feat:1.0:std:dec=400-400``.
 """
 from __future__ import annotations
 
@@ -53,9 +55,10 @@ print(f"layer-1 features: mean {ftr.mean():.3f}, std {ftr.std():.3f}, zeros {(ft
       f"max {ftr.max():.2f}", flush=True)
 
 
-def train_vae(data: torch.Tensor, likelihood: str, std: float) -> GenerativeMemory:
-    cfg = dict(model="vae", arch="mlp", condition="class", latent_dim=100, enc_hidden=[400, 400],
-               dec_hidden=[250, 350], protection="none", likelihood=likelihood, gaussian_std=std, lr=1e-3)
+def train_vae(data: torch.Tensor, likelihood: str, std: float, dec: tuple[int, ...] = (250, 350),
+              latent: int = 100) -> GenerativeMemory:
+    cfg = dict(model="vae", arch="mlp", condition="class", latent_dim=latent, enc_hidden=[400, 400],
+               dec_hidden=list(dec), protection="none", likelihood=likelihood, gaussian_std=std, lr=1e-3)
     mem = GenerativeMemory(cfg, (data.shape[1],), 1, task_classes=[list(range(10))])
     mem.begin_task(0)
     for i in range(ITERS):
@@ -93,13 +96,15 @@ for opt_name in sys.argv[2:] or ["real", "pixels", "feat:0.3", "feat:0.3:relu", 
         mem = train_vae(xtr, "bernoulli", 1.0)
         acc = head_on(lambda y: mem.generate([(0, len(y))], cond=y).detach(), xte, layer1)
     else:
-        parts = opt_name.split(":")
+        sizes = dict(p.split("=") for p in opt_name.split(":") if "=" in p)
+        parts = [p for p in opt_name.split(":") if "=" not in p]
+        dec = tuple(int(w) for w in sizes.get("dec", "250-350").split("-"))
         std, post = float(parts[1]), (parts[2] if len(parts) > 2 else "")
         src = ptr if parts[0] == "pre" else ftr
         post = "std" if parts[0] == "pre" else post
         mu, sd = src.mean(0), src.std(0).clamp_min(1e-3)
         data = (src - mu) / sd if post == "std" else src
-        mem = train_vae(data, "gaussian", std)
+        mem = train_vae(data, "gaussian", std, dec, int(sizes.get("lat", 100)))
 
         def gen(y, mem=mem, post=post, mu=mu, sd=sd):
             out = mem.generate([(0, len(y))], cond=y).detach()

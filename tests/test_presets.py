@@ -158,7 +158,8 @@ PRESET_VALUES: dict[str, dict] = {
                            "method.lr": 0.001, "method.memory.dec_hidden": [250, 350], "method.memory.beta": 0.01,
                            "method.memory.space": "features", "method.memory.layer": 1,
                            "method.memory.drift": "freeze", "method.memory.likelihood": "gaussian",
-                           "method.memory.feature_norm": "standardize", "method.memory.gaussian_std": 1.0},
+                           "method.memory.feature_norm": "standardize", "method.memory.gaussian_std": 1.0,
+                           "method.memory.latent_dim": 20},
     "splitcifar10_hnet_lr": {**_ITERS, **S_VAE, **REPLAY, "trainer.iters_per_task": 2000,
                              "benchmark.name": "split_cifar10", "benchmark.net.arch": "zenke",
                              "method.name": "hnet_lr", "scenario.name": "cl3", "method.memory.space": "features",
@@ -253,8 +254,8 @@ for _full, _epochs, _precision in (("cil_mnist_dgmw", 20, "auto"), ("cil_mnist_d
                                        "method.classifier_steps": "balanced", "method.memory.acgan.d_norm": "layer"}
 for _short in ("cil_mnist_dgmw_short", "cil_mnist_dgma_short"):  # the moving-average classifier (benchmarks/RESULTS.md)
     PRESET_VALUES[_short]["method.classifier_ema"] = 0.995
-PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.ngf": 32, "method.memory.acgan.ndf": 64,  # CPU sizes
-                                               "method.memory.acgan.d_arch": "dcgan"})
+PRESET_VALUES["cil_cifar10_dgmw_short"].update({"method.memory.arch": "dcgan", "method.memory.ngf": 16,  # CPU sizes
+                                               "method.memory.acgan.ndf": 64, "method.memory.acgan.d_arch": "dcgan"})
 
 # MeRGAN (Wu et al., NeurIPS 2018): the official code (WuChenshen/MeRGAN mergan.py, gan32_model.py, train.sh): 4001 /
 # 8001 iterations of batch 64, 5 critic steps, GP 10, Adam 1e-4 (0, 0.9), DIM 32, 5x5 kernels, cBN, lambda_RA 1e-3 /
