@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+import tempfile
 
 import torch
-from hydra import compose, initialize_config_dir
 
 import hyperdgm.memory.replay_models as replay_models
 from hyperdgm import config_check as cc
-from hyperdgm.experiment import benchmark_of, method_config
+from hyperdgm.bench import _compose
+from hyperdgm.experiment import _build, method_config
 from hyperdgm.memory.spaces import FeatureSpace
 from hyperdgm.methods import build_method
-from hyperdgm.scenarios import make_scenario
-from hyperdgm.tracking import build_tracker
-from hyperdgm.trainer import Trainer
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from hyperdgm.rundir import RunDir
 
 
 def patch(noise: float, censored: bool) -> None:
@@ -55,8 +51,7 @@ def patch(noise: float, censored: bool) -> None:
             return vae_loss(logits, x, mu, logvar, likelihood, std)
         c = floor["c"]
         nll = torch.where(x <= c + 1e-6, -torch.special.log_ndtr((c - logits) / std), 0.5 * ((logits - x) / std) ** 2)
-        recon = nll.mean()
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean() / x[0].numel()
+        recon, kl = nll.mean(), vae_loss(logits, x, mu, logvar, likelihood, std)[2]  # the toolkit's KL term
         return recon + kl, recon, kl
 
     FeatureSpace.to_input = noisy_input
@@ -94,19 +89,15 @@ def main() -> None:
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     patch(a.sample_noise, a.censored)
-    with initialize_config_dir(str(CONF), version_base=None):
-        cfg = compose("config", overrides=["tracking=none", "trainer.checkpoint=false", "threads=1",
-                                           "trainer.progress=false", *a.overrides])
+    cfg = _compose(" ".join(a.overrides), threads=1)  # no tracking, no checkpoints, no progress bar
     c = cc.validate(cfg)
-    torch.set_num_threads(1)
     method = build_method(method_config(cfg))
     if c["method"].get("memory", {}).get("space") != "features":
         raise SystemExit("this check needs a latent replay run (memory.space=features), e.g. experiment=splitmnist_hnet_lr")
-    bench = benchmark_of(c)
-    scenario = make_scenario(c["scenario"]["name"], bench.n_classes_per_task)
-    Trainer(method, bench, scenario, tracker=build_tracker(c.get("tracking")), cfg=c["trainer"],
-            run_dir="/tmp/latent_realness_check", seed=int(c["seed"]), device=torch.device("cpu")).fit()
-    report(bench, method)
+    with tempfile.TemporaryDirectory() as tmp:  # the run's own construction (threads, data, scenario, trainer)
+        trainer = _build(c, RunDir(tmp), method, torch.device("cpu"))
+        trainer.fit()
+    report(trainer.benchmark, method)
 
 
 if __name__ == "__main__":
