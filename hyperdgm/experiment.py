@@ -198,6 +198,17 @@ def fork_checkpoint(fork: Any) -> Path | None:
     return path
 
 
+def _deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of ``torch._inductor``
+    (1.5 s of every run's start, measured on 1 thread): the flag alone. ``hnet.fused`` passes it on to the
+    compiler before it compiles."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # another torch: the public call
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> Trainer:
     """Torch settings, the data, the scenario and the trainer (the method set up on them)."""
     if c.get("threads"):
@@ -205,7 +216,7 @@ def _build(c: dict[str, Any], rd: RunDir, method: Any, device: torch.device) -> 
     if c.get("deterministic"):
         # Bit-identical reruns and resumes on GPUs too (slower kernels where torch has alternatives).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms()
         torch.backends.cudnn.benchmark = False
     seed = int(c["seed"])
     if c.get("download"):  # fetch a missing data set with torchvision (extra `vision`) before reading it

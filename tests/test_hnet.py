@@ -204,6 +204,26 @@ def test_fused_lookahead_of_a_large_tensor_equals_the_step_and_the_eager_form(ma
     assert fused.FUSE_MIN in calls and not fused._state["failed"]  # the large tensor went through the kernel
 
 
+def test_deterministic_flag_set_without_the_compiler_and_handed_to_it_before_compiling():
+    """A run sets torch's deterministic flag without importing torch._inductor (1.5 s of every start); the fused
+    kernel passes the flag on to the compiler before it compiles. A fresh interpreter: this one may have both."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, hyperdgm.experiment as e\n"
+        "e._deterministic_algorithms()\n"
+        "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "assert 'torch._inductor' not in sys.modules, 'the compiler was imported'\n"
+        "from hyperdgm.hnet import fused\n"
+        "fused._kernel()\n"
+        "import torch._inductor.config as ic\n"
+        "assert ic.deterministic is True\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_fused_lookahead_falls_back_to_eager_with_one_warning_when_compiling_fails(monkeypatch, caplog):
     from hyperdgm.hnet import fused
 

@@ -47,6 +47,9 @@ def _adam_change(exp_avg: Tensor, grad: Tensor, exp_avg_sq: Tensor, beta1: Tenso
 
 def _kernel() -> Callable[..., Tensor]:
     if _state["kernel"] is None:
+        # the run set torch's deterministic flag without the compiler's (experiment._deterministic_algorithms)
+        torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
+                                           warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
         # the scalars are passed as 0-dim tensors: one compiled graph for every step (floats would recompile)
         _state["kernel"] = torch.compile(_adam_change, dynamic=True, fullgraph=True)
     return _state["kernel"]
