@@ -1,0 +1,1 @@
+# imported by dataloaders/split_MNIST.py but never used there
