@@ -166,7 +166,9 @@ PRESET_VALUES: dict[str, dict] = {
                              "method.name": "hnet_lr", "scenario.name": "cl3", "method.memory.space": "features",
                              "method.memory.layer": 2, "method.memory.drift": "freeze",
                              "method.memory.likelihood": "gaussian", "method.memory.dec_hidden": [250, 350],
-                             "method.memory.feature_norm": "standardize", "method.memory.gaussian_std": 1.0},
+                             "method.memory.feature_norm": "standardize", "method.memory.gaussian_std": 1.0,
+                             "method.memory.latent_dim": 100, "method.replay.replay_weight": "inverse_t",
+                             "method.replay.new_class_target": "prob0"},
     # VAE beta 0.01: the code's rp_beta (the paper: 0.05 for HNET+TIR)
     "splitmnist_hnet_tir": {**S_TRAIN, **S_HNET, **S_VAE, "method.name": "hnet_tir", "scenario.name": "cl3",
                             "method.memory.dec_hidden": [50, 150], "method.memory.beta": 0.01,
