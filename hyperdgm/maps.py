@@ -159,15 +159,20 @@ def log_replay_map(method: Any, tracker: Tracker, tasks: Sequence[Any], task_id:
         return False
     n = REPLAY_MAP_PER_TASK
     seen = [t for t in tasks if t.id <= min(task_id, memory.n_begun - 1)]
+    # latent replay: real and replayed samples as they enter the classifier (features after layer k); else pixels
+    space = getattr(method, "space", None)
+    latent = space is not None and getattr(space, "layer", 0) > 0
     g = torch.Generator().manual_seed(seed)
     real, real_ids = [], []
     for t in seen:
         idx = torch.randperm(len(t.train), generator=g)[:n].to(t.train.y.device)
         x, _ = t.batch("train", idx)
-        real.append(_unit(x, t).cpu())
+        real.append((space.at_entry(x) if latent else _unit(x, t)).cpu())
         real_ids += [t.id] * len(idx)
     gd = torch.Generator(device=memory.device).manual_seed(seed)
     fake, fake_ids = memory.sample_tasks([t.id for t in seen], n, generator=gd)
+    if latent:
+        fake = space.to_input(fake, fake_ids)
     fig = replay_map_figure(torch.cat(real).float().numpy(), np.array(real_ids), fake.float().cpu().numpy(),
                             fake_ids.cpu().numpy(), seed)
     tracker.log_image(figure_image(fig), "replay_map", task_id)

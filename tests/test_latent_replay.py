@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,6 +70,11 @@ def test_classifier_splits_into_features_and_head(arch, shape, dims):
         h = net.features(x, k)
         assert h.shape == (3, d) == (3, net.feature_dim(k))
         torch.testing.assert_close(net.head(h, k), net(x), atol=1e-5, rtol=1e-5)
+        if k < len(dims):  # the trunk a BI-R-like encoder shares: the head without its output layer
+            hid = net.hidden_from(h, k)
+            assert hid.shape == (3, dims[-1])
+            w = list(net.net.internal_params)
+            torch.testing.assert_close(F.linear(hid, w[-2], w[-1]), net(x), atol=1e-5, rtol=1e-5)
     assert TargetNet("resnet32", (3, 32, 32), 6).split_points == 0
 
 
@@ -239,6 +245,63 @@ def test_feedback_encoder_is_the_classifiers_path(bench):
     assert "memory/recon" in out and "loss_current" in out
     with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=2"):
         tiny_method(bench, "hnet_lr", layer=2, encoder="classifier")
+
+
+def test_feedback_encoder_on_zenke_trains_the_hidden_fc_layer_only():
+    """The BI-R-like encoder on ZenkeNet cut after its conv blocks (split CIFAR's hnet_lr): the VAE encodes
+    through the classifier's hidden fc layer, so its loss reaches that layer and not the conv blocks."""
+    from hyperdgm.methods.replay import train_memory_step
+
+    b = build_benchmark("synthetic_rgb", None, seed=0, n_tasks=2, train_limit=32, test_limit=8)
+    cfg = {"name": "hnet_lr", "net": {"arch": "zenke", "hidden": None}, "replay": {"n_replay": 8},
+           "memory": {**TINY_MEMORY, "layer": 2, "drift": "none", "encoder": "classifier"}}
+
+    def setup(memory: dict):
+        m = build_method({**cfg, "memory": memory})
+        m.setup(b, make_scenario("cl3", b.n_classes_per_task), torch.device("cpu"), torch.Generator().manual_seed(1))
+        return m
+
+    m = setup(cfg["memory"])
+    assert sum(p.numel() for p in m.memory.encoder.parameters()) == 512 * 2 * 8 + 2 * 8  # Linear(512 -> 2 x latent)
+    m.plan_task(2, 8)
+    m.begin_task(b.tasks[0])
+    x, _ = b.tasks[0].batch("train", torch.arange(8))
+    m.opt.zero_grad(set_to_none=True)
+    train_memory_step(m.memory, m.space, x, 0, {})
+    reached = {tuple(p.shape) for p in m.net.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    # only the hidden fc layer, the shared encoder trunk: the conv blocks' features are the memory's data, and
+    # the output layer is not part of the encoder
+    assert reached == {(512, 2304), (512,)}, reached
+    with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=3"):
+        setup({**cfg["memory"], "layer": 3})
+
+
+def test_replay_map_compares_real_and_replayed_features(bench, monkeypatch):
+    """Latent replay's replay map puts real training samples and replays side by side where replays enter the
+    classifier (features after layer k, each task's replays mapped back with its own moments), not pixels beside
+    features (which could not be projected together)."""
+    from hyperdgm import maps
+
+    b = bench  # three tasks: the memory learns the first two (never the last)
+    m = tiny_method(b, "hnet_lr", layer=1, drift="freeze", feature_norm="standardize")
+    train_directly(m, b, iters=3, batch_size=16)
+    seen = {}
+    figure = maps.replay_map_figure
+
+    def recording(real, real_ids, fake, fake_ids, seed=0):
+        seen.update(real=real, fake=fake, fake_ids=fake_ids)
+        return figure(real, real_ids, fake, fake_ids, seed)
+
+    monkeypatch.setattr(maps, "replay_map_figure", recording)
+    images = []
+    tracker = SimpleNamespace(log_image=lambda image, key, step: images.append((key, step, image.shape)))
+    assert maps.log_replay_map(m, tracker, b.tasks, 2)
+    n = maps.REPLAY_MAP_PER_TASK
+    assert [k for k, _, _ in images] == ["replay_map"]
+    assert seen["real"].shape == (2 * n, 32) == seen["fake"].shape  # features after layer 1, both
+    idx = torch.randperm(len(b.tasks[0].train), generator=torch.Generator().manual_seed(0))[:n]
+    torch.testing.assert_close(torch.as_tensor(seen["real"][:n]), m.space.at_entry(b.tasks[0].batch("train", idx)[0]))
+    assert (seen["fake"] >= 0).all()  # mapped back to the ReLU features' range, not the standardised memory space
 
 
 def test_standardized_features_map_back_with_their_own_tasks_moments(bench):

@@ -57,6 +57,11 @@ class ReplaySpace:
         """Memory samples (of tasks ``ids``, one per row) -> what the classifier reads at its entry point."""
         return m
 
+    def at_entry(self, x: Tensor) -> Tensor:
+        """A batch of real inputs as the classifier reads them at the entry point (no grad): what
+        :meth:`to_input` of a replay stands beside (the replay map compares the two)."""
+        return x
+
     def end_task(self, task_id: int) -> None:
         """The memory finished learning task ``task_id``."""
 
@@ -144,6 +149,9 @@ class FeatureSpace(ReplaySpace):
         finally:
             self.net.train(was)
 
+    def at_entry(self, x: Tensor) -> Tensor:
+        return self._features(x)
+
     @torch.no_grad()
     def to_memory(self, x: Tensor, learn: bool = False) -> Tensor:
         f = self._features(x)
@@ -208,8 +216,7 @@ class ClassifierTrunk(nn.Module):
 
     def __init__(self, net: Any, layer: int) -> None:
         super().__init__()
-        if net.arch != "mlp":
-            raise ValueError(f"memory.encoder=classifier needs net.arch=mlp, got {net.arch}")
+        net.check_split(layer)
         if layer >= net.split_points:
             raise ValueError(f"memory.encoder=classifier needs a hidden layer above memory.layer={layer} "
                              f"(the net has {net.split_points}): use a smaller memory.layer")

@@ -191,6 +191,17 @@ class TargetNet(nn.Module):
                 if i < n - 1:
                     h = self._act(h)
             return h
+        return F.linear(self.hidden_from(h, k, w), w[10], w[11])
+
+    def hidden_from(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
+        """Features after layer ``k`` -> the last hidden layer's output (the head without its output
+        layer; ZenkeNet: its hidden fully connected layer): the trunk a BI-R-like encoder shares with the
+        classifier."""
+        w = self._weights(weights)
+        if self.arch == "mlp":
+            for i in range(k, len(w) // 2 - 1):
+                h = self._act(F.linear(h, w[2 * i], w[2 * i + 1]))
+            return h
         if self.arch != "zenke":
             self.check_split(k)
         net = self.net
@@ -205,14 +216,4 @@ class TargetNet(nn.Module):
             h = F.relu(F.linear(h, w[8], w[9]))
             if net._use_dropout:
                 h = net._drop_fc1(h)
-        return F.linear(h, w[10], w[11])
-
-    def hidden_from(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
-        """Features after layer ``k`` -> the last hidden layer's output (the head without its output
-        layer): the trunk a BI-R-like encoder shares with the classifier. MLPs only."""
-        if self.arch != "mlp":
-            raise ValueError(f"memory.encoder=classifier needs net.arch=mlp, got {self.arch}")
-        w = self._weights(weights)
-        for i in range(k, len(w) // 2 - 1):
-            h = self._act(F.linear(h, w[2 * i], w[2 * i + 1]))
         return h
