@@ -137,8 +137,9 @@ def log_task_embedding_maps(method: Any, tracker: Tracker, task_id: int, seed: i
 
 
 def replay_map_figure(real: np.ndarray, real_tasks: np.ndarray, fake: np.ndarray, fake_tasks: np.ndarray,
-                      seed: int = 0) -> Any:
-    """Real and replayed samples in one PCA / t-SNE projection, colour = task, marker = real / replayed."""
+                      seed: int = 0, where: str = "") -> Any:
+    """Real and replayed samples in one PCA / t-SNE projection, colour = task, marker = real / replayed;
+    ``where``: the space they are in, for the title (e.g. "features after layer 2")."""
     plt = _pyplot()
     x = np.concatenate([real.reshape(len(real), -1), fake.reshape(len(fake), -1)])
     tasks = np.concatenate([real_tasks, fake_tasks])
@@ -146,7 +147,8 @@ def replay_map_figure(real: np.ndarray, real_tasks: np.ndarray, fake: np.ndarray
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0))
     for ax, how in zip(axes, ("pca", "tsne")):
         _scatter(ax, project(x, how, seed), tasks, f"samples: {how.upper().replace('TSNE', 't-SNE')}", markers=kind)
-    fig.suptitle(f"real vs replayed, tasks 0-{int(tasks.max())} (colour: task)", fontsize=10)
+    space = f" {where}" if where else ""
+    fig.suptitle(f"real vs replayed{space}, tasks 0-{int(tasks.max())} (colour: task)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -174,7 +176,7 @@ def log_replay_map(method: Any, tracker: Tracker, tasks: Sequence[Any], task_id:
     if latent:
         fake = space.to_input(fake, fake_ids)
     fig = replay_map_figure(torch.cat(real).float().numpy(), np.array(real_ids), fake.float().cpu().numpy(),
-                            fake_ids.cpu().numpy(), seed)
+                            fake_ids.cpu().numpy(), seed, f"features after layer {space.layer}" if latent else "")
     tracker.log_image(figure_image(fig), "replay_map", task_id)
     _pyplot().close(fig)
     return True

@@ -288,9 +288,9 @@ def test_replay_map_compares_real_and_replayed_features(bench, monkeypatch):
     seen = {}
     figure = maps.replay_map_figure
 
-    def recording(real, real_ids, fake, fake_ids, seed=0):
-        seen.update(real=real, fake=fake, fake_ids=fake_ids)
-        return figure(real, real_ids, fake, fake_ids, seed)
+    def recording(real, real_ids, fake, fake_ids, seed=0, where=""):
+        seen.update(real=real, fake=fake, fake_ids=fake_ids, where=where)
+        return figure(real, real_ids, fake, fake_ids, seed, where)
 
     monkeypatch.setattr(maps, "replay_map_figure", recording)
     images = []
@@ -301,6 +301,7 @@ def test_replay_map_compares_real_and_replayed_features(bench, monkeypatch):
     assert seen["real"].shape == (2 * n, 32) == seen["fake"].shape  # features after layer 1, both
     idx = torch.randperm(len(b.tasks[0].train), generator=torch.Generator().manual_seed(0))[:n]
     torch.testing.assert_close(torch.as_tensor(seen["real"][:n]), m.space.at_entry(b.tasks[0].batch("train", idx)[0]))
+    assert seen["where"] == "features after layer 1"
     assert (seen["fake"] >= 0).all()  # mapped back to the ReLU features' range, not the standardised memory space
 
 
