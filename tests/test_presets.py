@@ -272,19 +272,24 @@ _MERGAN = {"method.name": "mergan", "scenario.name": "cil", "trainer.epochs": No
            "method.memory.acgan.aux_weight": 1.0, "method.memory.acgan.aux_g_weight": 1.0,
            "method.memory.acgan.reinit_d": False, "method.memory.acgan.fresh_real": True,
            "method.memory.alignment.n_noise": 64,
-           "method.evaluator.n_per_class": 6400}
+           "method.evaluator.n_per_class": 6400, "method.evaluator.lr": 0.001}
 PRESET_VALUES.update({
     "cil_mnist_mergan": {**_MERGAN, "benchmark.name": "cil_mnist", "benchmark.pad": 32, "trainer.iters_per_task": 4001,
-                         "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.001},
+                         "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.001,
+                         # the official evaluator's MLP (pretrain/mnist_test.py), its checkpoint's ~12 epochs of batch 64
+                         "method.evaluator.arch": "auto", "method.evaluator.hidden": [1024, 512, 256, 128],
+                         "method.evaluator.epochs": 12, "method.evaluator.batch_size": 64},
     "cil_svhn_mergan": {**_MERGAN, "benchmark.name": "cil_svhn", "trainer.iters_per_task": 8001,
-                        "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.01},
+                        "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.01,
+                        "method.evaluator.arch": "conv", "method.evaluator.epochs": 3, "method.evaluator.batch_size": 128},
 })
 PRESET_VALUES["cil_mnist_mergan_jtr"] = {**PRESET_VALUES["cil_mnist_mergan"], "method.memory.protection": "replay"}
 PRESET_VALUES["cil_svhn_mergan_jtr"] = {**PRESET_VALUES["cil_svhn_mergan"], "method.memory.protection": "replay"}
 PRESET_VALUES["cil_mnist_mergan_short"] = {
     **PRESET_VALUES["cil_mnist_mergan"], "benchmark.n_tasks": 5, "trainer.iters_per_task": 300,
     "trainer.batch_size": 32, "method.memory.conv_channels": 16, "method.memory.acgan.ndf": 16,
-    "method.memory.acgan.lr_d": 0.0005, "method.memory.acgan.lr_g": 0.0005, "method.evaluator.n_per_class": 1000}
+    "method.memory.acgan.lr_d": 0.0005, "method.memory.acgan.lr_g": 0.0005, "method.evaluator.n_per_class": 1000,
+    "method.evaluator.epochs": 1}
 
 
 def test_every_preset_has_its_values_in_the_table():
