@@ -38,9 +38,9 @@ def bench():
     return build_benchmark("synthetic", None, seed=0, n_tasks=3, train_limit=64, test_limit=16)
 
 
-def tiny_method(bench, name: str = "hnet_r", n_tasks: int | None = None, **memory):
+def tiny_method(bench, name: str = "hnet_r", n_tasks: int | None = None, net: dict | None = None, **memory):
     """A tiny replay method set up on the synthetic benchmark (CL3)."""
-    cfg = {"name": name, "net": {"arch": "mlp", "hidden": [32, 16]}, "replay": {"n_replay": 16},
+    cfg = {"name": name, "net": net or {"arch": "mlp", "hidden": [32, 16]}, "replay": {"n_replay": 16},
            "memory": {**TINY_MEMORY, **memory}}
     m = build_method(cfg)
     m.setup(bench, make_scenario("cl3", bench.n_classes_per_task[:n_tasks]), torch.device("cpu"),
@@ -253,15 +253,8 @@ def test_feedback_encoder_on_zenke_trains_the_hidden_fc_layer_only():
     from hyperdgm.methods.replay import train_memory_step
 
     b = build_benchmark("synthetic_rgb", None, seed=0, n_tasks=2, train_limit=32, test_limit=8)
-    cfg = {"name": "hnet_lr", "net": {"arch": "zenke", "hidden": None}, "replay": {"n_replay": 8},
-           "memory": {**TINY_MEMORY, "layer": 2, "drift": "none", "encoder": "classifier"}}
-
-    def setup(memory: dict):
-        m = build_method({**cfg, "memory": memory})
-        m.setup(b, make_scenario("cl3", b.n_classes_per_task), torch.device("cpu"), torch.Generator().manual_seed(1))
-        return m
-
-    m = setup(cfg["memory"])
+    zenke = {"arch": "zenke", "hidden": None}
+    m = tiny_method(b, "hnet_lr", net=zenke, layer=2, drift="none", encoder="classifier")
     assert sum(p.numel() for p in m.memory.encoder.parameters()) == 512 * 2 * 8 + 2 * 8  # Linear(512 -> 2 x latent)
     m.plan_task(2, 8)
     m.begin_task(b.tasks[0])
@@ -273,7 +266,7 @@ def test_feedback_encoder_on_zenke_trains_the_hidden_fc_layer_only():
     # the output layer is not part of the encoder
     assert reached == {(512, 2304), (512,)}, reached
     with pytest.raises(ValueError, match="needs a hidden layer above memory.layer=3"):
-        setup({**cfg["memory"], "layer": 3})
+        tiny_method(b, "hnet_lr", net=zenke, layer=3, encoder="classifier")
 
 
 def test_replay_map_compares_real_and_replayed_features(bench, monkeypatch):
