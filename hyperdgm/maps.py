@@ -163,7 +163,7 @@ def log_replay_map(method: Any, tracker: Tracker, tasks: Sequence[Any], task_id:
     seen = [t for t in tasks if t.id <= min(task_id, memory.n_begun - 1)]
     # latent replay: real and replayed samples as they enter the classifier (features after layer k); else pixels
     space = getattr(method, "space", None)
-    latent = space is not None and getattr(space, "layer", 0) > 0
+    latent = space is not None and space.layer > 0
     g = torch.Generator().manual_seed(seed)
     real, real_ids = [], []
     for t in seen:

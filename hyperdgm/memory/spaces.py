@@ -141,7 +141,7 @@ class FeatureSpace(ReplaySpace):
         self.task_std: Tensor | None = None
 
     @torch.no_grad()
-    def _features(self, x: Tensor) -> Tensor:
+    def at_entry(self, x: Tensor) -> Tensor:
         was = self.net.training
         self.net.eval()  # the features themselves, without dropout noise
         try:
@@ -149,12 +149,9 @@ class FeatureSpace(ReplaySpace):
         finally:
             self.net.train(was)
 
-    def at_entry(self, x: Tensor) -> Tensor:
-        return self._features(x)
-
     @torch.no_grad()
     def to_memory(self, x: Tensor, learn: bool = False) -> Tensor:
-        f = self._features(x)
+        f = self.at_entry(x)
         if self.norm == "none":
             return f
         if learn:  # running moments (the first batch of a run sets them)

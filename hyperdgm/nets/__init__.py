@@ -184,14 +184,7 @@ class TargetNet(nn.Module):
     def head(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
         """Features after layer ``k`` ``[B, feature_dim(k)]`` -> logits (layers ``k+1..``)."""
         w = self._weights(weights)
-        if self.arch == "mlp":
-            n = len(w) // 2
-            for i in range(k, n):
-                h = F.linear(h, w[2 * i], w[2 * i + 1])
-                if i < n - 1:
-                    h = self._act(h)
-            return h
-        return F.linear(self.hidden_from(h, k, w), w[10], w[11])
+        return F.linear(self.hidden_from(h, k, w), w[-2], w[-1])
 
     def hidden_from(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
         """Features after layer ``k`` -> the last hidden layer's output (the head without its output
