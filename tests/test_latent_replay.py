@@ -38,12 +38,13 @@ def bench():
     return build_benchmark("synthetic", None, seed=0, n_tasks=3, train_limit=64, test_limit=16)
 
 
-def tiny_method(bench, name: str = "hnet_r", n_tasks: int | None = None, net: dict | None = None, **memory):
+def tiny_method(bench, name: str = "hnet_r", n_tasks: int | None = None, net: dict | None = None,
+                scenario: str = "cl3", **memory):
     """A tiny replay method set up on the synthetic benchmark (CL3)."""
     cfg = {"name": name, "net": net or {"arch": "mlp", "hidden": [32, 16]}, "replay": {"n_replay": 16},
            "memory": {**TINY_MEMORY, **memory}}
     m = build_method(cfg)
-    m.setup(bench, make_scenario("cl3", bench.n_classes_per_task[:n_tasks]), torch.device("cpu"),
+    m.setup(bench, make_scenario(scenario, bench.n_classes_per_task[:n_tasks]), torch.device("cpu"),
             torch.Generator().manual_seed(1))
     return m
 
@@ -117,6 +118,26 @@ def test_freeze_keeps_the_extractor_bit_identical(bench):
         m.end_task(task)
     assert all(torch.equal(a, b) for a, b in zip(frozen, m.net.feature_parameters(1)))
     assert not any(torch.equal(a, b) for a, b in zip(head, list(m.net.parameters())[2:]))
+
+
+def test_freeze_after_a_one_class_first_task_says_the_layers_are_untrained(bench, caplog):
+    """Class-incremental, one class per task: a cross-entropy over one class has no gradient, so drift=freeze
+    keeps layers 1..k at their initialisation; the run says so (and says nothing where the first task has two)."""
+    one = build_benchmark("cil_synthetic", None, seed=0, n_tasks=1, train_limit=64, test_limit=16)
+    m = tiny_method(one, "hnet_lr", scenario="cil", layer=1, drift="freeze")
+    init = [p.detach().clone() for p in m.net.feature_parameters(1)]
+    with caplog.at_level("WARNING", logger="hyperdgm"):
+        train_directly(m, one, iters=3, batch_size=16)
+    assert all(torch.equal(a, b) for a, b in zip(init, m.net.feature_parameters(1)))
+    assert "layers 1..1 were frozen untrained" in caplog.text
+    caplog.clear()
+    two = build_benchmark("synthetic", None, seed=0, n_tasks=1, train_limit=64, test_limit=16)
+    m = tiny_method(two, "hnet_lr", layer=1, drift="freeze")
+    init = [p.detach().clone() for p in m.net.feature_parameters(1)]
+    with caplog.at_level("WARNING", logger="hyperdgm"):
+        train_directly(m, two, iters=3, batch_size=16)
+    assert not any(torch.equal(a, b) for a, b in zip(init, m.net.feature_parameters(1)))
+    assert "untrained" not in caplog.text
 
 
 def test_replay_ub_in_feature_space_replays_the_stored_images_features(bench):

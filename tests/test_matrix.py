@@ -176,7 +176,7 @@ def test_unsupported_protection_refused(method, scenario, protection, runs_root)
     assert _refusal(method, protection) in msg and "\n" not in msg, msg
 
 
-@pytest.mark.parametrize("method,scenario", [("hnet", "cl3"), ("dgm", "cl1"), ("replay_ub", "cil")])
+@pytest.mark.parametrize("method,scenario", [("hnet", "cl3"), ("dgm", "cl1"), ("hnet_tir", "cil")])
 def test_unsupported_scenario_refused_before_data(method, scenario, tmp_path):
     """Refused with one line naming the method, the scenario and what it supports; nothing written."""
     cfg = quick_cfg(tmp_path, tmp_path, f"benchmark={_bench(scenario)}", f"method={method}", f"scenario={scenario}",

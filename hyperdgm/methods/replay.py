@@ -242,7 +242,7 @@ def log_memory(memory: GenerativeMemory, tracker: Any, task: Any, *, grid: bool 
 class ReplayClassifier(ClassifierMethod):
     """Base of ``hnet_r`` / ``dgr`` / ``replay_ub``: subclasses say where replayed inputs come from."""
 
-    scenarios = frozenset({"cl1", "cl2", "cl3"})
+    scenarios = frozenset({"cl1", "cl2", "cl3", "cil"})
     uses_memory = True
     method_defaults: dict[str, Any] = {}
     memory_defaults: dict[str, Any] = {}  # under the method's memory config (e.g. hnet_lr's space)
@@ -315,6 +315,10 @@ class ReplayClassifier(ClassifierMethod):
             p.grad = None
         self.frozen = True
         log.info("memory.drift=freeze: classifier layers 1..%d frozen", self.layer)
+        if self.scenario.classes_per_task[0] < 2:
+            # a cross-entropy over one class is 0 whatever the weights: the first task gave them no gradient
+            log.warning("memory.drift=freeze: the first task has one class, so classifier layers 1..%d were "
+                        "frozen untrained (random features)", self.layer)
 
     # -- replay --------------------------------------------------------------------------
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
