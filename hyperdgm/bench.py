@@ -282,6 +282,19 @@ def bench_floor(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def _one_line(message: str) -> str:
+    """Hydra's composition errors on one line: the first line and the options it lists (not its search path)."""
+    lines = message.splitlines()
+    options: list[str] = []
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Available options")]
+    if starts:
+        for ln in lines[starts[0] + 1:]:
+            if not ln.startswith("\t"):  # the options are indented; "Config search path:" is not
+                break
+            options.append(ln.strip())
+    return lines[0].strip() + (f" (available: {', '.join(options)})" if options else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hyperdgm.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -312,7 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     reg.set_defaults(func=bench_reg)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lines = args.func(args)
+    from hydra.errors import HydraException
+
+    from .run import BAD_INPUT
+    try:
+        lines = args.func(args)
+    except (*BAD_INPUT, HydraException) as err:  # bad input: one line, as hyperdgm.run says it
+        sys.stderr.write(f"error: {_one_line(str(err))}\n")
+        return 2
     print("\n".join(lines))
     if args.out:
         cmd = "python -m hyperdgm.bench " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -77,3 +77,17 @@ def test_counted_flops_are_the_training_steps_products_and_linear_in_iterations(
     per_step = 2 * 16 * (2 * 784 * 16 + 3 * 16 * 6)
     assert total[8] - total[4] == 4 * 3 * per_step
     assert extrapolate(total[4], total[8], 4, 20) == total[20]
+
+
+@pytest.mark.parametrize("spec,says", [
+    ("benchmark=split_mnist data_root={nowhere}", "MNIST not found: put train-images-idx3-ubyte.gz"),
+    ("method=no_such_method", "no_such_method' (available: dgm, dgr, "),
+])
+def test_bench_refuses_bad_input_in_one_line(spec, says, tmp_path, capsys, monkeypatch):
+    """A missing data set or an unknown preset ends `hyperdgm.bench` with one line and exit code 2, as
+    `hyperdgm.run` does, not with a traceback."""
+    monkeypatch.delenv("HYPERDGM_DATA", raising=False)
+    code = bench_main(["profile", "--run", spec.format(nowhere=tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and says in err and "\n" not in err, err
+    assert "search path" not in err
