@@ -116,6 +116,11 @@ def _task_inference_text(summary: Mapping[str, float]) -> str:
     return f", task inferred right {summary[metrics.TASK_INFERENCE]:.2f}"
 
 
+def _a_n_text(summary: Mapping[str, float], scenario: str) -> str:
+    """Class-incremental runs name their headline metric: A_n, the accuracy over the pooled test data seen."""
+    return f", A_n {summary['a_n']:.2f}" if scenario == "cil" and "a_n" in summary else ""
+
+
 def task_seed(seed: int, task_id: int) -> int:
     """Seed of everything random inside task ``task_id``: resume reproduces the same numbers."""
     return int(seed) * 1009 + 7919 * (task_id + 1)
@@ -458,9 +463,9 @@ class Trainer:
         self.TI[task.id, : task.id + 1] = tis
         s = self.summary(after=task.id)
         log.info(
-            "%stask %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f%s", self.label,
+            "%stask %d/%d done in %.1fs: acc %s | avg %.2f %s forgetting %.2f%s%s", self.label,
             task.id + 1, bench.n_tasks, self.task_times[-1], " ".join(f"{a:.2f}" for a in accs),
-            s["acc_avg"], _during_text(s), s["forgetting"], _task_inference_text(s),
+            s["acc_avg"], _during_text(s), s["forgetting"], _task_inference_text(s), _a_n_text(s, self.scenario.name),
         )
         row = {f"acc/task_{j}": a for j, a in enumerate(accs)}
         row.update({f"acc_task_inference/task_{j}": t for j, t in enumerate(tis) if not math.isnan(t)})
@@ -503,9 +508,9 @@ class Trainer:
         out = self.run_dir if self.run_dir else None
         accuracy_matrix_artifacts(self.R, names, self.tracker, out)
         log.info(
-            "%sfinal: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f%s, %.1fs; params %s", self.label,
+            "%sfinal: avg acc %.2f%%, %s, forgetting %.2f, BWT %.2f%s%s, %.1fs; params %s", self.label,
             summary["acc_avg"], _during_text(summary), summary["forgetting"], summary["bwt"],
-            _task_inference_text(summary),
+            _task_inference_text(summary), _a_n_text(summary, self.scenario.name),
             final["time/total"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in counts.items()},
         )
         return Result(self.R, summary, list(self.task_times), counts, self.tracker.run_id, TI=self.TI)

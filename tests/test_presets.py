@@ -283,6 +283,11 @@ PRESET_VALUES.update({
                         "method.memory.protection": "alignment", "method.memory.alignment.lambda": 0.01,
                         "method.evaluator.arch": "conv", "method.evaluator.epochs": 3, "method.evaluator.batch_size": 128},
 })
+# class-incremental latent replay (one class per task): the split presets as they are, on the cil benchmark and scenario
+PRESET_VALUES["cil_mnist_hnet_lr"] = {**PRESET_VALUES["splitmnist_hnet_lr"], "benchmark.name": "cil_mnist",
+                                      "scenario.name": "cil"}
+PRESET_VALUES["cil_cifar10_hnet_lr"] = {**PRESET_VALUES["splitcifar10_hnet_lr"], "benchmark.name": "cil_cifar10",
+                                        "scenario.name": "cil"}
 PRESET_VALUES["cil_mnist_mergan_jtr"] = {**PRESET_VALUES["cil_mnist_mergan"], "method.memory.protection": "replay"}
 PRESET_VALUES["cil_svhn_mergan_jtr"] = {**PRESET_VALUES["cil_svhn_mergan"], "method.memory.protection": "replay"}
 PRESET_VALUES["cil_mnist_mergan_short"] = {

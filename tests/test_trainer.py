@@ -139,3 +139,23 @@ def test_training_steps_of_tasks_of_other_lengths_never_overlap(data_root, tmp_p
     iters = [int(np.ceil(0.05 * n / 32)) for n in sizes]
     assert iters[0] != iters[1]
     assert sorted(h.step for h in hist) == list(range(1, sum(iters) + 1))
+
+
+def test_a_class_incremental_run_logs_its_a_n(tmp_path, caplog):
+    """A cil run's task and final lines name A_n (the pooled accuracy, weighted by test sizes), as logged to the
+    tracker; other scenarios' lines do not."""
+    from hyperdgm.metrics import a_n
+
+    over = ("benchmark=cil_synthetic", "benchmark.n_tasks=3", "method=replay_ub", "scenario=cil", "tracking=none",
+            "trainer.iters_per_task=30", "trainer.batch_size=16", "benchmark.net.hidden=[16]",
+            "trainer.checkpoint=false")
+    with caplog.at_level("INFO", logger="hyperdgm"):
+        r = run_experiment(quick_cfg(tmp_path, tmp_path, *over), tmp_path / "cil")
+    final = next(m for m in caplog.messages if "final:" in m)
+    assert r.summary["a_n"] == pytest.approx(a_n(r.R, [100, 100, 100]))
+    assert f", A_n {r.summary['a_n']:.2f}," in final
+    assert sum("A_n" in m for m in caplog.messages if "done in" in m) == 3
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hyperdgm"):
+        run_experiment(quick_cfg(tmp_path, tmp_path, *over[:3], "scenario=cl3", *over[4:]), tmp_path / "cl3")
+    assert not any("A_n" in m for m in caplog.messages)
