@@ -8,6 +8,7 @@ run KILLED and the ``resume=`` command to continue.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .data.readers import DataError
 from .errors import ConfigError, Interrupted, RunFailed
 from .experiment import run_experiment
 from .launch import auto_resume, config_dirs, local_overrides, parallel_jobs, threads_for_job
-from .rundir import IDENTITY_FILE, MLFLOW_ID_FILE
+from .rundir import CONFIG_FILE, IDENTITY_FILE, MLFLOW_ID_FILE
 from .scenarios import ScenarioError
 
 log = logging.getLogger("hyperdgm")
@@ -62,6 +63,32 @@ def job_settings(cfg: DictConfig, hc: DictConfig, run_dir: Path) -> list[str] | 
     return None if auto and cfg.resume else overrides
 
 
+def continue_log(run_dir: Path, hydra_dir: Path) -> None:
+    """A resumed run logs on at the end of its own ``run.log``, not in the new dir Hydra made for the command
+    (named from the defaults, not the run). That dir goes when it holds nothing else; what was logged there so far
+    moves along."""
+    run_dir, hydra_dir = run_dir.resolve(), hydra_dir.resolve()
+    if run_dir == hydra_dir or not (run_dir / CONFIG_FILE).exists():
+        return  # the run's own dir, or not a run dir (load_resume_config says so in one line)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        path = Path(old.baseFilename)
+        if path.parent != hydra_dir:
+            continue
+        old.close()
+        new = logging.FileHandler(run_dir / path.name, mode="a")
+        new.setLevel(old.level)
+        new.setFormatter(old.formatter)
+        for f in old.filters:
+            new.addFilter(f)
+        with open(new.baseFilename, "a") as out:  # Hydra's first lines, if any
+            out.write(path.read_text() if path.exists() else "")
+        root.removeHandler(old)
+        root.addHandler(new)
+    if {p.name for p in hydra_dir.iterdir()} <= {"run.log", ".hydra"}:
+        shutil.rmtree(hydra_dir, ignore_errors=True)
+
+
 def sweep_tags(hc: DictConfig) -> dict[str, str]:
     """A job's MLflow tags: the preset it was made from (``experiment=``; the reproduction table groups by
     it) and, in a multirun, its sweep (the sweep dir) and its number in it."""
@@ -83,6 +110,8 @@ def main(cfg: DictConfig) -> float:
     try:
         overrides = job_settings(cfg, hc, run_dir)
         target = Path(str(cfg.resume)).expanduser().resolve() if cfg.get("resume") else run_dir
+        if cfg.get("resume"):
+            continue_log(target, run_dir)
         result = run_experiment(cfg, run_dir, overrides=overrides, tags=sweep_tags(hc))
     except (Interrupted, KeyboardInterrupt) as err:
         err = err if isinstance(err, Interrupted) else Interrupted(2)

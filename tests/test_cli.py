@@ -32,9 +32,15 @@ def test_resume_reaches_the_same_numbers(data_root, tmp_path):
     cli(tmp_path, data_root, f"hydra.run.dir={part}", "trainer.stop_after=2")
     assert sorted(p.name for p in (part / "checkpoints").glob("*.pt")) == ["task_000.pt", "task_001.pt"]
     assert not (part / "accuracy_matrix.csv").exists()
+    first = (part / "run.log").read_text()
     cli(tmp_path, data_root, f"hydra.run.dir={tmp_path / 'resumer'}", f"resume={part}")
     assert (part / "checkpoints" / "task_002.pt").exists()
     assert (part / "accuracy_matrix.csv").read_text() == (full / "accuracy_matrix.csv").read_text()
+    # the run's log goes on where it stopped; the dir Hydra made for the resuming command is gone
+    log = (part / "run.log").read_text()
+    assert log.startswith(first) and f"resuming {part.resolve()}" in log[len(first):] and "final:" in log
+    assert "task 3/3 done" in log and "task 1/3 done" not in log[len(first):]
+    assert not (tmp_path / "resumer").exists()
 
     from mlflow.tracking import MlflowClient
 
