@@ -140,6 +140,18 @@ def test_freeze_after_a_one_class_first_task_says_the_layers_are_untrained(bench
     assert "untrained" not in caplog.text
 
 
+@pytest.mark.parametrize("target,warns", [("logit0", True), ("prob0", False)])
+def test_logit0_targets_after_a_one_class_first_task_are_flagged(target, warns, caplog):
+    """hypercl's logit-0 targets score replays against the classifier before the task; after a first task of one
+    class that classifier is untrained (measured on class-incremental MNIST: hnet_r lost the first digit)."""
+    one = build_benchmark("cil_synthetic", None, seed=0, n_tasks=2, train_limit=16, test_limit=16)
+    m = build_method({"name": "hnet_r", "net": {"arch": "mlp", "hidden": [16]}, "memory": TINY_MEMORY,
+                      "replay": {"n_replay": 16, "new_class_target": target}})
+    with caplog.at_level("WARNING", logger="hyperdgm"):
+        m.setup(one, make_scenario("cil", one.n_classes_per_task), torch.device("cpu"), torch.Generator())
+    assert ("labels its replays was never trained" in caplog.text) == warns
+
+
 def test_replay_ub_in_feature_space_replays_the_stored_images_features(bench):
     """Latent RPL-UB (hnet_lr's ceiling): the stored images' features under the frozen extractor enter after
     layer k, so the replayed batch is exactly the first task's features, and the extractor stays as it was."""

@@ -268,6 +268,12 @@ class ReplayClassifier(ClassifierMethod):
         self.teacher = None
         if self.rcfg["cl1_heads"] not in ("own", "previous"):
             raise ValueError(f"method.replay.cl1_heads must be own or previous, got {self.rcfg['cl1_heads']!r}")
+        if (scenario.classes_per_task[0] < 2 and not (scenario.task_id_given or scenario.shared_head)
+                and self.rcfg["targets"] == "soft" and self.rcfg["new_class_target"] == "logit0"):
+            # the first task trains nothing (one class), so the second task's teacher is the untrained classifier
+            log.warning("method.replay.new_class_target=logit0 after a first task of one class: the classifier "
+                        "that labels its replays was never trained, so their targets are arbitrary "
+                        "(new_class_target=prob0 gives the old class probability 1)")
         self.conditional = True
         if self.uses_memory:
             self.memory = build_memory(mcfg, benchmark, device, space=self.space)
