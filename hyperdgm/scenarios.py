@@ -42,6 +42,12 @@ class Scenario:
     def n_tasks(self) -> int:
         return len(self.classes_per_task)
 
+    @property
+    def one_class_first_task(self) -> bool:
+        """The first task has a single class: a cross-entropy over it is 0 whatever the weights, so training
+        on that task alone moves nothing in the classifier."""
+        return self.classes_per_task[0] < 2
+
     def n_outputs(self) -> int:
         """Width of a single plain classifier's output layer in this scenario."""
         if self.shared_head:
@@ -84,7 +90,7 @@ class Scenario:
             raise ScenarioError(
                 f"scenario cl2 needs the same number of classes in every task, got {list(self.classes_per_task)}"
             )
-        if self.shared_head and self.classes_per_task[0] < 2:
+        if self.shared_head and self.one_class_first_task:
             raise ScenarioError("scenario cl2 needs at least 2 classes per task (use cil for one class per task)")
 
 

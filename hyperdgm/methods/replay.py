@@ -268,7 +268,7 @@ class ReplayClassifier(ClassifierMethod):
         self.teacher = None
         if self.rcfg["cl1_heads"] not in ("own", "previous"):
             raise ValueError(f"method.replay.cl1_heads must be own or previous, got {self.rcfg['cl1_heads']!r}")
-        if (scenario.classes_per_task[0] < 2 and not (scenario.task_id_given or scenario.shared_head)
+        if (scenario.one_class_first_task and not (scenario.task_id_given or scenario.shared_head)
                 and self.rcfg["targets"] == "soft" and self.rcfg["new_class_target"] == "logit0"):
             # the first task trains nothing (one class), so the second task's teacher is the untrained classifier
             log.warning("method.replay.new_class_target=logit0 after a first task of one class: the classifier "
@@ -321,8 +321,7 @@ class ReplayClassifier(ClassifierMethod):
             p.grad = None
         self.frozen = True
         log.info("memory.drift=freeze: classifier layers 1..%d frozen", self.layer)
-        if self.scenario.classes_per_task[0] < 2:
-            # a cross-entropy over one class is 0 whatever the weights: the first task gave them no gradient
+        if self.scenario.one_class_first_task:  # the first task gave these layers no gradient
             log.warning("memory.drift=freeze: the first task has one class, so classifier layers 1..%d were "
                         "frozen untrained (random features)", self.layer)
 
