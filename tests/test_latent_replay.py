@@ -79,6 +79,28 @@ def test_classifier_splits_into_features_and_head(arch, shape, dims):
     assert TargetNet("resnet32", (3, 32, 32), 6).split_points == 0
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_real_and_replayed_features_take_the_same_path_through_a_dropout_net(k):
+    """ZenkeNet has dropout inside layers 1..k. A real batch's features in training must not carry it: replays
+    (deterministic features) never do, and a head tells the two apart by the zeros (split CIFAR-10's latent ceiling
+    then read every test image as an old class). The dropout that ends layer k applies to both alike."""
+    net = TargetNet("zenke", (3, 32, 32), 10).train()
+    space = FeatureSpace(net, k)
+    x = torch.randn(4, 3, 32, 32)
+    f = space.entry(net, x)
+    assert f.requires_grad
+    torch.testing.assert_close(f, space.at_entry(x), rtol=0, atol=0)  # no dropout below the entry point
+    torch.manual_seed(5)
+    real = space.logits(net, x)
+    torch.manual_seed(5)
+    replayed = space.classify(net, space.at_entry(x))
+    torch.testing.assert_close(real, replayed, rtol=0, atol=0)
+    torch.manual_seed(5)
+    assert not torch.allclose(net.head(f, k), real)  # the entry's dropout is drawn (training regularises the head)
+    net.eval()
+    torch.testing.assert_close(space.logits(net, x), net(x), rtol=1e-5, atol=1e-5)
+
+
 def test_replayed_features_enter_after_layer_k(bench):
     m = tiny_method(bench, "hnet_lr", layer=1, drift="none")
     assert isinstance(m.space, FeatureSpace) and m.space.shape == (32,)

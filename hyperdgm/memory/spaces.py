@@ -4,7 +4,9 @@
   task's normalised inputs are mapped to ``[0, 1]`` for the memory and replayed images back.
 * :class:`FeatureSpace` (``memory.space=features``, ``memory.layer=k``): the classifier's
   features after layer ``k`` (Gaussian likelihood); replayed features enter the classifier after
-  layer ``k`` (latent replay; van de Ven, Siegelmann & Tolias 2020's internal replay).
+  layer ``k`` (latent replay; van de Ven, Siegelmann & Tolias 2020's internal replay). Layers
+  ``1..k`` run without dropout for real inputs too, and the dropout that ends layer ``k`` applies to
+  real and replayed features alike, so nothing but their content tells the two apart.
 
 A space's ``classify(net, x)`` runs a classifier from the space's entry point, so the same replay
 loss serves both. The memory stays unaware of the space: it is built for ``space.shape`` with
@@ -74,6 +76,15 @@ class ReplaySpace:
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
         """Logits of ``net`` run from the entry point on ``x`` (a :meth:`to_input` result)."""
+        return net(x)
+
+    def entry(self, net: Any, x: Tensor) -> Tensor:
+        """A batch of real inputs at the entry point, with gradient (the classifier's training forward)."""
+        return x
+
+    def logits(self, net: Any, x: Tensor) -> Tensor:
+        """Logits of ``net`` on real inputs in training: through :meth:`entry` and :meth:`classify`, the path
+        replays take from the entry point on."""
         return net(x)
 
 
@@ -201,7 +212,16 @@ class FeatureSpace(ReplaySpace):
         self.task_mean, self.task_std = state.get("task_mean"), state.get("task_std")
 
     def classify(self, net: Any, x: Tensor) -> Tensor:
-        return net.head(x, self.layer)
+        # the dropout that ends layer k applies to real and replayed features alike
+        return net.head(net.entry_dropout(x, self.layer), self.layer)
+
+    def entry(self, net: Any, x: Tensor) -> Tensor:
+        # no dropout below the entry point: replays are deterministic features, and a head would learn to tell
+        # real features from replayed ones by the dropout's zeros (it then read every test image as an old class)
+        return net.features(x, self.layer, dropout=False)
+
+    def logits(self, net: Any, x: Tensor) -> Tensor:
+        return self.classify(net, self.entry(net, x))
 
 
 class ClassifierTrunk(nn.Module):

@@ -229,8 +229,11 @@ class ClassifierMethod(Method):
         self.load_optimizer_state(state)
 
     def loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
-        logits = self.scenario.head(self.net(x), task_id, self.n_seen)
-        return F.cross_entropy(logits, self.scenario.target(y, task_id))
+        return self.loss_from(self.net(x), y, task_id)
+
+    def loss_from(self, logits: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """The current task's loss from the classifier's logits over every unit."""
+        return F.cross_entropy(self.scenario.head(logits, task_id, self.n_seen), self.scenario.target(y, task_id))
 
     @torch.no_grad()
     def predict(self, x: Tensor, task_id: int | None = None) -> Tensor:

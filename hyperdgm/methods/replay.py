@@ -374,13 +374,17 @@ class ReplayClassifier(ClassifierMethod):
         return float(self.rcfg["w_fixed"])
 
     # -- training ------------------------------------------------------------------------
-    def align_loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        return self.loss_from(self.space.logits(self.net, x), y, task_id)
+
+    def align_loss(self, x: Tensor, feats: Tensor) -> Tensor:
         """``memory.drift=align``: squared Euclidean distance between the feature vectors after layer ``k``
-        of the current inputs under the classifier and under the classifier before the task, batch mean.
-        (Summed over the features: a per-element mean was too weak to hold them, measured on validation.)"""
+        of the current inputs ``x`` under the classifier (``feats``, with gradient) and under the classifier
+        before the task, batch mean. (Summed over the features: a per-element mean was too weak to hold them,
+        measured on validation.)"""
         with torch.no_grad():
-            old = self.teacher.features(x, self.layer)
-        return (self.net.features(x, self.layer) - old).pow(2).sum(1).mean()
+            old = self.space.entry(self.teacher, x)
+        return (feats - old).pow(2).sum(1).mean()
 
     def step(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         self.opt.zero_grad(set_to_none=True)
@@ -389,7 +393,12 @@ class ReplayClassifier(ClassifierMethod):
             # BI-R-like: the memory steps first, so the gradient of its VAE loss, which reaches the classifier's
             # layers its encoder shares, joins the classifier's own in the classifier's step below
             train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y))
-        loss = self.loss(x, y, task_id)
+        align = task_id > 0 and self.drift == "align" and self.scfg["align_weight"] > 0
+        if align:  # the features once, for the task's loss and the alignment
+            feats = self.space.entry(self.net, x)
+            loss = self.loss_from(self.space.classify(self.net, feats), y, task_id)
+        else:
+            loss = self.loss(x, y, task_id)
         out["loss_current"] = loss.detach()
         if task_id > 0:
             with region("replay"):
@@ -398,8 +407,8 @@ class ReplayClassifier(ClassifierMethod):
             w = self.replay_weight(task_id)
             loss = (1 - w) * loss + w * rl
             out["loss_replay"] = rl.detach()
-            if self.drift == "align" and self.scfg["align_weight"] > 0:
-                al = self.align_loss(x)
+            if align:
+                al = self.align_loss(x, feats)
                 loss = loss + float(self.scfg["align_weight"]) * al
                 out["loss_align"] = al.detach()
         out["loss"] = loss.detach()

@@ -156,9 +156,10 @@ class TargetNet(nn.Module):
         self.check_split(k)
         return list(self.net.internal_params)[: self._n_split_tensors(k)]
 
-    def features(self, x: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
+    def features(self, x: Tensor, k: int, weights: Sequence[Tensor] | None = None, dropout: bool = True) -> Tensor:
         """``[B, C, H, W]`` images -> the flattened output of layer ``k`` ``[B, feature_dim(k)]``
-        (``forward(x) == head(features(x, k), k)``)."""
+        (``forward(x) == head(features(x, k), k)``). ``dropout=False``: layers ``1..k`` without their dropout
+        in training too (the deterministic features a latent memory learns and replays; see :meth:`entry_dropout`)."""
         w = self._weights(weights)
         if self.arch == "mlp":
             h = x.flatten(1)
@@ -172,14 +173,26 @@ class TargetNet(nn.Module):
         for b in range(min(k, 2)):  # ZenkeNet's conv blocks: conv 'same', conv 'valid', max-pool, dropout
             h = F.relu(F.conv2d(h, w[4 * b], w[4 * b + 1], padding=1))
             h = F.max_pool2d(F.relu(F.conv2d(h, w[4 * b + 2], w[4 * b + 3])), 2)
-            if net._use_dropout:
+            if net._use_dropout and dropout:
                 h = net._drop_conv(h)
         h = h.flatten(1)
         if k == 3:
             h = F.relu(F.linear(h, w[8], w[9]))
-            if net._use_dropout:
+            if net._use_dropout and dropout:
                 h = net._drop_fc1(h)
         return h
+
+    def entry_dropout(self, h: Tensor, k: int) -> Tensor:
+        """The dropout that ends layer ``k``, on flattened features ``[B, feature_dim(k)]`` (identity in eval mode
+        and for nets without dropout): ``head(entry_dropout(features(x, k, dropout=False), k), k)`` is the forward
+        of latent replay, the same for real and replayed features. (Dropout inside layers ``1..k`` would mark the
+        real features, which replays never carry, and a head would learn to tell the two apart by it.)"""
+        self.check_split(k)
+        if self.arch != "zenke" or not self.net._use_dropout or not self.net.training:
+            return h
+        if k == 3:
+            return self.net._drop_fc1(h)
+        return self.net._drop_conv(h.view(h.shape[0], *((32, 15, 15), (64, 6, 6))[k - 1])).flatten(1)
 
     def head(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
         """Features after layer ``k`` ``[B, feature_dim(k)]`` -> logits (layers ``k+1..``)."""
