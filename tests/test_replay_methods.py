@@ -129,7 +129,7 @@ def test_hnet_tir_class_conditioned_memory_learns_each_sample_with_its_class(dat
     m, bench = _tiny(data_root, condition="class")
     seen = []
     step = m.memory.step
-    m.memory.step = lambda x, t, cond=None: seen.append(cond) or step(x, t, cond)
+    m.memory.step = lambda x, t, cond=None, **k: seen.append(cond) or step(x, t, cond, **k)
     task = bench.tasks[1]
     m.begin_task(bench.tasks[0])
     m.begin_task(task)
@@ -201,3 +201,65 @@ def test_tir_prediction_runs_each_sample_through_its_inferred_task_only(data_roo
     fin = torch.isfinite(expect)
     assert torch.allclose(got[fin], expect[fin], atol=1e-5)
     assert sorted(calls) == sorted(c for c in torch.bincount(inferred).tolist() if c)
+
+
+def _after_first_task(data_root, name: str, **memory):
+    """A tiny replay method on split MNIST that has learned task 0 (3 steps) and begun task 1."""
+    m, bench = _tiny(data_root, name, **memory)
+    t0, t1 = bench.tasks[:2]
+    m.plan_task(3, 8)
+    m.begin_task(t0)
+    for _ in range(3):
+        x, y = t0.batch("train", torch.randint(len(t0.train), (8,)))
+        m.step(x, y, 0)
+    m.end_task(t0)
+    m.plan_task(3, 8)
+    m.begin_task(t1)
+    return m, t1
+
+
+def test_dgr_generator_learns_from_the_classifiers_replayed_batch(data_root):
+    """DGR as the three-scenarios code: one draw per step from the generator as the task began; the classifier
+    replays it and the generator trains on the same samples (weight t/(t+1)) instead of drawing its own."""
+    m, task = _after_first_task(data_root, "dgr")
+    draws, reps = [], []
+    draw = m.draw_replay
+    m.draw_replay = lambda t: draws.append(draw(t)) or draws[-1]
+    model_step = m.memory.model.step
+    m.memory.model.step = lambda mem, x, c, b, rep, d=None: reps.append(rep) or model_step(mem, x, c, b, rep, d)
+    generate = m.memory.generate
+    calls = []
+    m.memory.generate = lambda *a, **k: calls.append(a) or generate(*a, **k)
+    x, y = task.batch("train", torch.arange(8))
+    m.step(x, y, task.id)
+    (xr, _, (mx, mc, mb)), = draws
+    rep, = reps
+    assert torch.equal(rep[0], mx) and torch.equal(rep[1], mc) and rep[2] == mb and rep[3] == 0.5
+    assert mb == [(0, m.rcfg["n_replay"])] and torch.equal(xr, mx)  # MNIST: the memory's [0, 1] is the input
+    assert len(calls) == 1  # the draw itself: the generator's step generated nothing more
+
+
+def test_merged_passes_equal_separate_ones(data_root, monkeypatch):
+    """The classifier's forward over current + replayed rows and the VAE's pass over both give the losses and
+    gradients of separate passes (a net or body with batch statistics keeps them apart)."""
+    import copy
+
+    from hyperdgm.memory.bodies import MLPBody
+    from hyperdgm.nets import TargetNet
+
+    m, task = _after_first_task(data_root, "dgr")
+    x, y = task.batch("train", torch.arange(8))
+    outs, grads = [], []
+    for merged in (True, False):
+        monkeypatch.setattr(MLPBody, "rows_independent", merged)
+        monkeypatch.setattr(TargetNet, "has_bn_stats", property(lambda self, merged=merged: not merged))
+        mm = copy.deepcopy(m)
+        mm.rng.manual_seed(7)
+        torch.manual_seed(3)
+        outs.append(mm.step(x, y, task.id))
+        grads.append([p.grad for p in [*mm.net.parameters(), *mm.memory.parameters()] if p.grad is not None])
+    for k in ("loss_current", "loss_replay", "loss", "memory/recon", "memory/kl", "memory/replay_loss"):
+        assert outs[0][k].item() == pytest.approx(outs[1][k].item(), rel=1e-5), k
+    assert len(grads[0]) == len(grads[1]) >= 12  # the classifier's 4 tensors, the encoder's 6, the decoder's
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -86,6 +86,7 @@ class Body(nn.Module):
 
     kind = "base"
     per_task_modules = False  # own per-task modules: rows of different tasks run separately
+    rows_independent = False  # each row's output depends on that row alone (no batch statistics): batches can merge
 
     def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
@@ -204,6 +205,7 @@ class MLPBody(Body):
     ``MLP`` layout ``W0, b0, W1, b1, ...``; same numbers as its forward). Hidden layers can grow."""
 
     kind = "mlp"
+    rows_independent = True
 
     def __init__(self, in_dim: int, out_shape: Sequence[int], hidden: Sequence[int], act: str = "relu") -> None:
         self.in_dim = int(in_dim)
@@ -267,6 +269,7 @@ class ConvBody(Body):
             raise ValueError("class-conditional batch norm needs the number of conditions")
         self.kernel, self.norm, self.n_cond = int(kernel), norm, int(n_cond)
         self.cbn, self.batch_moments = norm != "none", norm == "cbn_batch"
+        self.rows_independent = not self.cbn
         c = self.out_shape[0]
         self.ch = [4 * int(channels), 2 * int(channels), int(channels), c]
         super().__init__([])

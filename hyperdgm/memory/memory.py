@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..hooks import protected_step
 from .alignment import ALIGNMENT_DEFAULTS
 from .bodies import build_body
-from .protection import Blocks, Protection, Snapshot, build_protection
+from .protection import Blocks, GivenReplay, Protection, Snapshot, build_protection
 from .replay_models import RealDraw, ReplayModel, build_replay_model, fused_adam
 
 __all__ = ["GenerativeMemory", "DEFAULT_CFG", "memory_config"]
@@ -312,11 +312,14 @@ class GenerativeMemory(nn.Module):
         return torch.zeros((), device=self.device) if pen is None else pen
 
     def step(self, x: Tensor, task_id: int, cond: Tensor | None = None,
-             draw: RealDraw | None = None) -> dict[str, Tensor]:
+             draw: RealDraw | None = None, replay: GivenReplay | None = None) -> dict[str, Tensor]:
         """One optimisation step on current real data ``x`` ``[B, C, H, W]`` in ``[0, 1]`` with conditions
         ``cond`` ``[B]`` (default: the task id, or the task's class); detached losses. ``draw``: another batch
         of the task's real data and its conditions, for a model that takes more than one per step
-        (``acgan.fresh_real``)."""
+        (``acgan.fresh_real``). ``replay``: what a learner replayed from this memory's snapshot this step
+        (:meth:`replay_batch`: samples, conditions, blocks); a self-replaying protection trains the generator on
+        those samples (as the three-scenarios code trains its generator on the classifier's replayed batch)
+        instead of drawing its own, a protection that does not replay ignores them."""
         if self.current_task != task_id or not self._opts:
             raise RuntimeError(f"call begin_task({task_id}) before step")
         self.train()
@@ -326,7 +329,7 @@ class GenerativeMemory(nn.Module):
                 raise ValueError(f"a class-conditioned memory needs each sample's class (cond=): task {task_id} has "
                                  f"{len(self.task_classes[task_id])} classes (see real_conditions)")
             cond = self.conditions(blocks)
-        rep = self.protection.replay(task_id, int(x.shape[0]))
+        rep = self.protection.replay(task_id, int(x.shape[0]), replay)
         out = self.model.step(self, x, cond, blocks, rep, draw)
         self.n_steps += 1
         return out

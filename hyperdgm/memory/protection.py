@@ -34,12 +34,13 @@ from ..hnet import OutputRegularizer, WeightGenerator
 from ..hooks import WeightHook
 from .bodies import Body, ParamMeta
 
-__all__ = ["Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection", "SharedHnetProtection",
+__all__ = ["GivenReplay", "Protection", "OwnWeights", "NoProtection", "ReplayProtection", "HnetProtection", "SharedHnetProtection",
            "GeneratorView",
            "Snapshot", "PROTECTIONS", "register_protection", "build_protection", "Blocks", "ReplayData"]
 
 Blocks = list[tuple[int, int]]  # (task id, number of samples), batch rows ordered by block
 ReplayData = tuple[Tensor, Tensor, Blocks, float]  # images, conditions, blocks, weight of the replay loss
+GivenReplay = tuple[Tensor, Tensor, Blocks]  # a learner's replayed samples (the memory's space), conditions, blocks
 
 
 def _init_(p: Tensor, meta: ParamMeta | None = None) -> None:
@@ -172,8 +173,10 @@ class Protection(nn.Module, WeightHook):
         """Targets / fresh embeddings before ``task_id`` is trained."""
         self.current_task = int(task_id)
 
-    def replay(self, task_id: int, n: int) -> ReplayData | None:
-        """Extra real-like data: the step loss becomes ``(1-w) L_cur + w L_replay``."""
+    def replay(self, task_id: int, n: int, given: GivenReplay | None = None) -> ReplayData | None:
+        """Extra real-like data: the step loss becomes ``(1-w) L_cur + w L_replay``. ``given``: samples of earlier
+        tasks a learner replayed from the same snapshot this step, which a self-replaying protection trains on
+        instead of drawing ``n`` of its own."""
         return None
 
     def penalty(self, *, delta: Sequence[Tensor] | None = None) -> Tensor:
@@ -227,10 +230,15 @@ class ReplayProtection(OwnWeights):
         self.n_past = int(task_id)
 
     @torch.no_grad()
-    def replay(self, task_id: int, n: int) -> ReplayData | None:
+    def replay(self, task_id: int, n: int, given: GivenReplay | None = None) -> ReplayData | None:
         t, snap = self.n_past, self.view.snapshot
         if not self.self_replay or t == 0 or snap is None:
             return None
+        if given is not None:
+            x, cond, blocks = given
+            if any(not 0 <= j < t for j, _ in blocks) or sum(c for _, c in blocks) != x.shape[0]:
+                raise ValueError(f"a given replay must hold samples of tasks 0..{t - 1} in its blocks, got {blocks}")
+            return x, cond, list(blocks), t / (t + 1)
         base, rem = divmod(int(n), t)
         extra = {(self._rot + i) % t for i in range(rem)}
         self._rot = (self._rot + rem) % t

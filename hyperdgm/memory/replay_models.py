@@ -73,22 +73,41 @@ class VAEModel(ReplayModel):
     def begin_task(self, task_id: int, device: torch.device) -> None:
         self.opt = fused_adam(self.encoder.parameters(), self.cfg["lr"], (0.9, 0.999), device)
 
-    def terms(self, mem: "GenerativeMemory", x: Tensor, cond: Tensor, blocks: Blocks) -> tuple[Tensor, Tensor, Tensor]:
+    def reconstruct(self, mem: "GenerativeMemory", x: Tensor, cond: Tensor, blocks: Blocks
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The decoder's logits of a reparametrised encoding of ``x``, and the encoding's ``mu``, ``logvar``."""
         mu, logvar = self.encoder(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         logits = mem.decode(z, cond, blocks, mem.protection.weights([t for t, _ in blocks]), batch_stats=True)
+        return logits, mu, logvar
+
+    def terms(self, mem: "GenerativeMemory", x: Tensor, cond: Tensor, blocks: Blocks) -> tuple[Tensor, Tensor, Tensor]:
+        return self.loss_of(mem, x, *self.reconstruct(mem, x, cond, blocks))
+
+    def loss_of(self, mem: "GenerativeMemory", x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
         return vae_loss(logits, x, mu, logvar, mem.likelihood, float(self.cfg["gaussian_std"]))
 
     def step(self, mem, x, cond, blocks, rep, draw=None) -> dict[str, Tensor]:
         assert self.opt is not None
         mem.zero_grad_generator()
         self.opt.zero_grad(set_to_none=True)
-        loss, recon, kl = self.terms(mem, x, cond, blocks)
+        if rep is not None and mem.body.rows_independent:
+            # one pass over the current and the replayed rows (no batch statistics couple them); the noise is
+            # drawn for the rows in the same order as two passes draw it
+            xr, cr, br, w = rep
+            n = x.shape[0]
+            logits, mu, logvar = self.reconstruct(mem, torch.cat([x, xr]), torch.cat([cond, cr]), [*blocks, *br])
+            loss, recon, kl = self.loss_of(mem, x, logits[:n], mu[:n], logvar[:n])
+            rloss, _, _ = self.loss_of(mem, xr, logits[n:], mu[n:], logvar[n:])
+        else:
+            loss, recon, kl = self.terms(mem, x, cond, blocks)
+            if rep is not None:
+                xr, cr, br, w = rep
+                rloss, _, _ = self.terms(mem, xr, cr, br)
         out = {"recon": recon.detach(), "kl": kl.detach()}
         total = loss
         if rep is not None:
-            xr, cr, br, w = rep
-            rloss, _, _ = self.terms(mem, xr, cr, br)
             total = (1 - w) * loss + w * rloss
             out["replay_loss"] = rloss.detach()
         out["penalty"] = mem.update_generator(total, [self.opt])

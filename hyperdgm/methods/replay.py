@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..memory import GenerativeMemory
+from ..memory.protection import GivenReplay
 from ..memory.models import Encoder
 from ..memory.spaces import (DRIFTS, ENCODERS, FEATURE_NORMS, SPACES, ClassifierTrunk, FeatureSpace, PixelSpace,
                              ReplaySpace)
@@ -142,9 +143,16 @@ def replay_from_memory(memory: GenerativeMemory, space: ReplaySpace, task_id: in
                        rng: torch.Generator) -> tuple[Tensor, Tensor]:
     """``n_replay`` replayed inputs (as the classifier reads them at the space's entry point), split
     evenly over tasks ``0..task_id-1``, and their task ids."""
-    per = math.ceil(int(n_replay) / task_id)
-    x, ids = memory.sample_replay(list(range(task_id)), per, generator=rng)
-    return space.to_input(x, ids), ids
+    x, ids, _ = draw_from_memory(memory, space, list(range(task_id)), math.ceil(int(n_replay) / task_id), rng)
+    return x, ids
+
+
+def draw_from_memory(memory: GenerativeMemory, space: ReplaySpace, tasks: list[int], per: int,
+                     rng: torch.Generator) -> tuple[Tensor, Tensor, GivenReplay]:
+    """``per`` replayed inputs of each of ``tasks`` at the space's entry point, their task ids, and the same draw
+    as the memory holds it (its samples, conditions, blocks: what a self-replaying memory can train on)."""
+    m, ids, cond = memory.replay_batch(tasks, per, generator=rng)
+    return space.to_input(m, ids), ids, (m, cond, [(t, per) for t in tasks])
 
 
 def begin_memory_task(memory: GenerativeMemory, task: Any, n_tasks: int, schedule: tuple[int, int]) -> bool:
@@ -162,11 +170,11 @@ def begin_memory_task(memory: GenerativeMemory, task: Any, n_tasks: int, schedul
 
 
 def train_memory_step(memory: GenerativeMemory, space: ReplaySpace, x: Tensor, task_id: int,
-                      out: dict[str, Tensor], cond: Tensor | None = None) -> None:
-    """One step of the memory on current data (``cond``: the memory's conditions, default the task's);
-    its losses go into ``out`` under ``memory/``."""
+                      out: dict[str, Tensor], cond: Tensor | None = None, replay: GivenReplay | None = None) -> None:
+    """One step of the memory on current data (``cond``: the memory's conditions, default the task's; ``replay``:
+    the learner's replayed draw, see :meth:`GenerativeMemory.step`); its losses go into ``out`` under ``memory/``."""
     with region("memory"):
-        for k, v in memory.step(space.to_memory(x, learn=True), task_id, cond).items():
+        for k, v in memory.step(space.to_memory(x, learn=True), task_id, cond, replay=replay).items():
             out[f"memory/{k}"] = v
 
 
@@ -329,16 +337,22 @@ class ReplayClassifier(ClassifierMethod):
     def replay_inputs(self, task_id: int) -> tuple[Tensor, Tensor]:
         """Replayed inputs (normalised as the data) of tasks ``0..task_id-1`` and their task ids (an
         unconditional memory's samples have none: ids 0)."""
-        if not self.conditional:
-            x, ids = self.memory.sample_replay([0], int(self.rcfg["n_replay"]), generator=self.rng)
-            return self.space.to_input(x), ids
-        return replay_from_memory(self.memory, self.space, task_id, self.rcfg["n_replay"], self.rng)
+        x, ids, _ = self.draw_replay(task_id)
+        return x, ids
 
-    def replay_loss(self, x: Tensor, ids: Tensor, task_id: int) -> Tensor:
+    def draw_replay(self, task_id: int) -> tuple[Tensor, Tensor, GivenReplay | None]:
+        """:meth:`replay_inputs` and the same draw as the memory holds it (``None`` without a memory)."""
+        n = int(self.rcfg["n_replay"])
+        if not self.conditional:  # one draw from the shared generator; its samples carry no task
+            return draw_from_memory(self.memory, self.space, [0], n, self.rng)
+        return draw_from_memory(self.memory, self.space, list(range(task_id)), math.ceil(n / task_id), self.rng)
+
+    def replay_loss(self, x: Tensor, ids: Tensor, task_id: int, student: Tensor | None = None) -> Tensor:
         """Loss of the classifier on replayed inputs (entering at the space's layer) against the old
-        classifier's outputs on them."""
+        classifier's outputs on them (``student``: the classifier's logits on them, when already computed)."""
         sc, T = self.scenario, float(self.rcfg["temperature"])
-        student_full, teacher_full = self.space.classify(self.net, x), self.space.classify(self.teacher, x)
+        student_full = self.space.classify(self.net, x) if student is None else student
+        teacher_full = self.space.classify(self.teacher, x)
         if sc.task_id_given and self.rcfg["cl1_heads"] == "previous":
             # CL1, three-scenarios: every replayed sample on every previous task's head, losses averaged
             heads = [(sc.offsets[j], sc.classes_per_task[j]) for j in range(task_id)]
@@ -393,28 +407,37 @@ class ReplayClassifier(ClassifierMethod):
             # BI-R-like: the memory steps first, so the gradient of its VAE loss, which reaches the classifier's
             # layers its encoder shares, joins the classifier's own in the classifier's step below
             train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y))
-        align = task_id > 0 and self.drift == "align" and self.scfg["align_weight"] > 0
-        if align:  # the features once, for the task's loss and the alignment
-            feats = self.space.entry(self.net, x)
-            loss = self.loss_from(self.space.classify(self.net, feats), y, task_id)
-        else:
+        given = None
+        if task_id == 0:
             loss = self.loss(x, y, task_id)
-        out["loss_current"] = loss.detach()
-        if task_id > 0:
+            out["loss_current"] = loss.detach()
+        else:
             with region("replay"):
-                xr, ids = self.replay_inputs(task_id)
-            rl = self.replay_loss(xr, ids, task_id)
+                if self.train_memory and not self.feedback and self.memory.protection.self_replay:
+                    xr, ids, given = self.draw_replay(task_id)  # the memory learns from this draw too
+                else:
+                    xr, ids = self.replay_inputs(task_id)
+            feats = self.space.entry(self.net, x)
+            if self.net.has_bn_stats:  # batch statistics: the current and the replayed batch stay apart
+                current, student = self.space.classify(self.net, feats), self.space.classify(self.net, xr)
+            else:  # one forward over both: each weight's gradient in one product, no sum of two
+                both = self.space.classify(self.net, torch.cat([feats, xr]))
+                current, student = both[: x.shape[0]], both[x.shape[0]:]
+            loss = self.loss_from(current, y, task_id)
+            out["loss_current"] = loss.detach()
+            rl = self.replay_loss(xr, ids, task_id, student)
             w = self.replay_weight(task_id)
             loss = (1 - w) * loss + w * rl
             out["loss_replay"] = rl.detach()
-            if align:
+            if self.drift == "align" and self.scfg["align_weight"] > 0:
                 al = self.align_loss(x, feats)
                 loss = loss + float(self.scfg["align_weight"]) * al
                 out["loss_align"] = al.detach()
         out["loss"] = loss.detach()
         self.regularized_step(loss, out)
         if self.train_memory and not self.feedback:
-            train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y))
+            train_memory_step(self.memory, self.space, x, task_id, out, self.memory.real_conditions(task_id, y),
+                              replay=given)
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------
