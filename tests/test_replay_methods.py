@@ -263,3 +263,22 @@ def test_merged_passes_equal_separate_ones(data_root, monkeypatch):
     assert len(grads[0]) == len(grads[1]) >= 12  # the classifier's 4 tensors, the encoder's 6, the decoder's
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_logit0_targets_that_hand_the_replays_to_the_new_classes_are_flagged(data_root, caplog):
+    """CL3 logit-0 targets depend on the old logits' level: below the padded 0 they label replays as new classes.
+    The check says so at the task's start, and leaves the run's random stream as it was."""
+    m, task = _after_first_task(data_root, "hnet_r")
+    bias = list(m.teacher.parameters())[-1]
+    caplog.clear()  # (after 3 steps the logits are ~0, so begin_task found the new classes at ~half the targets)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="hyperdgm"):
+        bias[:2] += 50.0  # old logits well above the padded 0, as after fp32 training (shares 0.02-0.07 measured)
+        assert m.check_logit0_targets(task.id) < 0.01
+        assert "replays will be learned" not in caplog.text
+        bias[:2] -= 150.0  # far under it, as after bf16 training (0.87-0.995 measured)
+        state = m.rng.get_state()
+        assert m.check_logit0_targets(task.id) > 0.99
+    assert "replays will be learned as new classes" in caplog.text
+    assert torch.equal(m.rng.get_state(), state)
+    m.rcfg["new_class_target"] = "prob0"
+    assert m.check_logit0_targets(task.id) is None

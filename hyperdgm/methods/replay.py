@@ -311,6 +311,37 @@ class ReplayClassifier(ClassifierMethod):
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False) if t > 0 else None
         self.train_memory = self.uses_memory and begin_memory_task(self.memory, task, self.benchmark.n_tasks,
                                                                    self.task_schedule(task))
+        self.check_logit0_targets(t)
+
+    def check_logit0_targets(self, task_id: int) -> float | None:
+        """hypercl's logit-0 targets (CL3, soft): the mean share of a replay batch's target distribution that the new
+        classes' padded 0 logits take, warned above one half; ``None`` where those targets are not in use.
+
+        A cross-entropy over the classes seen so far does not fix the level of their logits, and the level drifts:
+        a split MNIST ``hnet_r`` run in bf16 reached old-class logits of about -100 after task 2, so the padded
+        zeros took 86% of the targets, the replays were learned as the new classes and every old task was lost. The
+        check draws one batch and puts the run's random stream back as it was."""
+        sc = self.scenario
+        if (task_id == 0 or sc.task_id_given or sc.shared_head or self.rcfg["targets"] != "soft"
+                or self.rcfg["new_class_target"] != "logit0"):
+            return None
+        state = self.rng.get_state()
+        try:
+            with torch.no_grad():
+                xr, _ = self.replay_inputs(task_id)
+                old = self.space.classify(self.teacher, xr)[:, : sc.n_seen_classes(task_id)].float()
+        finally:
+            self.rng.set_state(state)
+        n_new = sc.n_seen_classes(task_id + 1) - old.shape[1]
+        probs = torch.softmax(F.pad(old, (0, n_new)) / float(self.rcfg["temperature"]), dim=1)
+        share = probs[:, old.shape[1]:].sum(1).mean().item()
+        if share > 0.5:
+            log.warning("task %d: method.replay.new_class_target=logit0 gives the new classes %.0f%% of the replays' "
+                        "targets (the classifier before the task puts its replays' old-class logits under the padded "
+                        "0: their mean maximum is %.1f), so the replays will be learned as new classes and the old "
+                        "tasks lost; new_class_target=prob0 does not depend on the logits' level", task_id,
+                        100 * share, old.max(1).values.mean().item())
+        return share
 
     def end_task(self, task) -> None:
         super().end_task(task)  # the classifier's regularizers, if any
