@@ -117,6 +117,20 @@ def run_name(c: Mapping[str, Any], overrides: Sequence[str] | None = None, limit
     ``hnet_r-split_mnist-cl3 lr=0.001 seed=3``; ``experiment=pmnist_hnet`` names the run
     ``pmnist_hnet`` followed by what the command changed in it.
     """
+    experiment, pairs = _computing(overrides)
+    if experiment:
+        base = experiment
+    else:
+        base = "-".join(str((c.get(g) or {}).get("name", "")) for g in _BASE_GROUPS)
+        pairs = [(k, v) for k, v in pairs if k not in _BASE_GROUPS]
+    parts = [base, *(_short(k, [p[0] for p in pairs]) + ("=" + _value(v) if v else "") for k, v in pairs)]
+    name = " ".join(parts)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _computing(overrides: Sequence[str] | None) -> tuple[str | None, list[tuple[str, str]]]:
+    """The ``experiment=`` preset of a command's overrides, and its other ``(key, value)`` overrides that change what
+    the run computes."""
     pairs: list[tuple[str, str]] = []
     experiment = None
     for o in overrides or ():
@@ -129,14 +143,25 @@ def run_name(c: Mapping[str, Any], overrides: Sequence[str] | None = None, limit
             experiment = value
             continue
         pairs.append((key, value))
-    if experiment:
-        base = experiment
-    else:
-        base = "-".join(str((c.get(g) or {}).get("name", "")) for g in _BASE_GROUPS)
-        pairs = [(k, v) for k, v in pairs if k not in _BASE_GROUPS]
-    parts = [base, *(_short(k, [p[0] for p in pairs]) + ("=" + _value(v) if v else "") for k, v in pairs)]
-    name = " ".join(parts)
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    return experiment, pairs
+
+
+#: What a run may set and still be a run of its preset (the reproduction table has a row per scenario).
+PRESET_KEYS = ("seed", "seeds", "scenario")
+
+
+def preset_changes(overrides: Sequence[str] | None) -> str:
+    """The overrides by which a run differs from its ``experiment=`` preset beyond :data:`PRESET_KEYS`, space
+    separated as typed ('' for none): ``trainer.precision=bf16`` makes a run that is not the preset's."""
+    _, pairs = _computing(overrides)
+    return " ".join(f"{k}={v}" if v else k for k, v in pairs if k not in PRESET_KEYS)
+
+
+def name_changes_preset(name: str) -> bool:
+    """Whether a run name (:func:`run_name`) shows overrides beyond :data:`PRESET_KEYS` (or is cut short, so it may):
+    for runs recorded before the ``preset.changes`` tag."""
+    words = name.split(" ")[1:]
+    return name.endswith("…") or any(w.partition("=")[0] not in PRESET_KEYS for w in words)
 
 
 def _value(v: str) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from .naming import name_changes_preset
+
 __all__ = ["PAPER_NUMBERS", "LEDGER", "paper_rows", "run_preset", "run_record", "merge_records", "record_runs",
            "read_ledger", "write_ledger", "reproduction_rows", "markdown"]
 
@@ -45,10 +47,13 @@ def run_preset(run: Any) -> str | None:
     """The preset a run was made from: its ``preset`` tag, else the first word of its name
     (``splitmnist_hnet_ent seed=1``; runs without a preset are named ``<method>-<benchmark>-<scenario>``)."""
     tags = run.data.tags
+    name = run.info.run_name or ""
+    if tags.get("preset.changes") or ("preset.changes" not in tags and name_changes_preset(name)):
+        return None  # the command changed the preset (trainer.precision=bf16, fewer iterations, ...): not its run
     if tags.get("preset"):
         return tags["preset"]
-    name = (run.info.run_name or "").split(" ")[0]
-    return name if name and "-" not in name else None
+    first = name.split(" ")[0]
+    return first if first and "-" not in first else None
 
 
 def run_record(run: Any, note: str | None = None) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from .data.readers import DataError
 from .errors import ConfigError, Interrupted, RunFailed
 from .experiment import run_experiment
 from .launch import auto_resume, config_dirs, local_overrides, parallel_jobs, threads_for_job
+from .naming import preset_changes
 from .rundir import CONFIG_FILE, IDENTITY_FILE, MLFLOW_ID_FILE
 from .scenarios import ScenarioError
 
@@ -96,6 +97,8 @@ def sweep_tags(hc: DictConfig) -> dict[str, str]:
     preset = hc.runtime.choices.get("experiment")
     if preset:
         tags["preset"] = str(preset)
+        # what else the command changed: a run with changes is not a run of the preset (the table skips it)
+        tags["preset.changes"] = preset_changes(list(OmegaConf.select(hc, "overrides.task", default=None) or []))
     if hc.mode != RunMode.MULTIRUN:
         return tags
     return {**tags, "sweep": str(Path(hc.sweep.dir).resolve()), "sweep.job": str(hc.job.num)}
