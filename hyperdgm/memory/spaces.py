@@ -85,7 +85,7 @@ class ReplaySpace:
     def logits(self, net: Any, x: Tensor) -> Tensor:
         """Logits of ``net`` on real inputs in training: through :meth:`entry` and :meth:`classify`, the path
         replays take from the entry point on."""
-        return net(x)
+        return self.classify(net, self.entry(net, x))
 
 
 class PixelSpace(ReplaySpace):
@@ -219,9 +219,6 @@ class FeatureSpace(ReplaySpace):
         # no dropout below the entry point: replays are deterministic features, and a head would learn to tell
         # real features from replayed ones by the dropout's zeros (it then read every test image as an old class)
         return net.features(x, self.layer, dropout=False)
-
-    def logits(self, net: Any, x: Tensor) -> Tensor:
-        return self.classify(net, self.entry(net, x))
 
 
 class ClassifierTrunk(nn.Module):

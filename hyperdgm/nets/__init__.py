@@ -7,6 +7,7 @@ lets the same net run with its own weights or with weights handed in (e.g. from 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Sequence
 
@@ -27,6 +28,10 @@ def activation(name: str) -> nn.Module:
         return _ACTIVATIONS[name.lower()]()
     except KeyError:
         raise ValueError(f"unknown activation '{name}' (choose from {', '.join(_ACTIVATIONS)})") from None
+
+
+#: ZenkeNet's outputs after its cut points (conv block 1, conv block 2, the hidden fc layer), unflattened.
+_ZENKE_FEATURES = ((32, 15, 15), (64, 6, 6), (512,))
 
 
 class TargetNet(nn.Module):
@@ -146,7 +151,7 @@ class TargetNet(nn.Module):
         self.check_split(k)
         if self.arch == "mlp":
             return self._hidden[k - 1]
-        return (32 * 15 * 15, 64 * 6 * 6, 512)[k - 1]
+        return math.prod(_ZENKE_FEATURES[k - 1])
 
     def _weights(self, weights: Sequence[Tensor] | None) -> list[Tensor]:
         return list(self.net.internal_params) if weights is None else list(weights)
@@ -192,7 +197,7 @@ class TargetNet(nn.Module):
             return h
         if k == 3:
             return self.net._drop_fc1(h)
-        return self.net._drop_conv(h.view(h.shape[0], *((32, 15, 15), (64, 6, 6))[k - 1])).flatten(1)
+        return self.net._drop_conv(h.view(h.shape[0], *_ZENKE_FEATURES[k - 1])).flatten(1)
 
     def head(self, h: Tensor, k: int, weights: Sequence[Tensor] | None = None) -> Tensor:
         """Features after layer ``k`` ``[B, feature_dim(k)]`` -> logits (layers ``k+1..``)."""
@@ -212,7 +217,7 @@ class TargetNet(nn.Module):
             self.check_split(k)
         net = self.net
         if k == 1:
-            h = h.view(-1, 32, 15, 15)
+            h = h.view(-1, *_ZENKE_FEATURES[0])
             h = F.relu(F.conv2d(h, w[4], w[5], padding=1))
             h = F.max_pool2d(F.relu(F.conv2d(h, w[6], w[7])), 2)
             if net._use_dropout:
